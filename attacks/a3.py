@@ -18,6 +18,9 @@ to a scalar score:
 - **Iterations per restart** = remaining budget / (restarts left x samples attacked), clamped to
   the restart's cap (A3's max_iter per restart, scaled by budget / 100 since A3's schedule is for
   100 iterations per sample on average), as in the official code; the budget is never exceeded.
+  As in the official code's APGD loop, the start and every iterate are evaluated by a gradient pass
+  (n moves cost n + 1 gradient evaluations; the last gradient of a restart goes unused), so apart
+  from the clean point the attack makes no forward-only evaluations.
 - **Exploitation** (our addition for scores). A3's restarts get ``search_fraction`` (0.5) of the
   budget; the rest, and whatever the restarts leave, goes in one cosine-step ascent to all samples from
   their best points: AUROC rewards pushing a broken sample further past the threshold, which A3's
@@ -135,17 +138,21 @@ class AdaptiveAutoAttack(Attack):
                 MAX_ITER_SCHEDULE[min(restart, len(MAX_ITER_SCHEDULE) - 1)] * self.budget_per_sample / 100
             )
             adi = self.adi_steps if restart > 0 else 0
-            steps = min(cap + adi, remaining // (restarts_left * n_active))
-            if steps < 1:
-                steps = min(cap + adi, remaining // n_active)
-            if steps < 1:
-                active = active[: int(remaining)]
-                steps = 1
-            adi = min(adi, steps - 1)
+            # as APGD in the official code: n moves cost n + 1 gradient evaluations (the start and
+            # every iterate are evaluated with a gradient pass; the last gradient goes unused)
+            steps = min(cap + adi + 1, remaining // (restarts_left * n_active))
+            if steps < 2:
+                steps = min(cap + adi + 1, remaining // n_active)
+            if steps < 2:
+                active = active[: int(remaining) // 2]
+                steps = 2
+            if len(active) == 0:
+                break
+            adi = max(0, min(adi, steps - 2))  # at least one cosine-step move per restart
             self._restart(
                 objective, x, worst, active, steps, adi, float(eps), generator, broken, adi_successes
             )
-        self._exploit(objective, x, worst, float(eps), total_budget - objective.grad_evals)
+        self._exploit(objective, x, worst, offset, float(eps), total_budget - objective.grad_evals)
         self._record(objective, len(x))
         return worst.x.cpu()
 
@@ -166,18 +173,23 @@ class AdaptiveAutoAttack(Attack):
             grads.append(grad)
         return torch.cat(values), torch.cat(grads)
 
-    def _exploit(self, objective, x, worst, eps, remaining) -> None:
+    def _exploit(self, objective, x, worst, offset, eps, remaining) -> None:
         """Spend what the restarts left on every sample, from its best point (our addition: AUROC
         rewards pushing broken samples further past the threshold, which A3's stopping rule skips)."""
-        steps = int(remaining // len(x))
+        steps = int(remaining // len(x))  # gradient evaluations: steps - 1 moves, every iterate evaluated
         rows = torch.arange(len(x), device=x.device)
-        x_adv = worst.x.clone()
+        if steps < 2:  # too little for every sample: two evaluations each for those nearest tau
+            steps = 2
+            rows = torch.argsort((worst.objective - offset).abs())[: int(remaining) // 2]
+            if len(rows) == 0:
+                return
+        x_adv = worst.x[rows].clone()
         for step in range(steps):
             values, gradient = self._values_and_grads(objective, x_adv, rows)
             worst.update(x_adv, values, rows)
-            x_adv = project(x_adv + cosine_step(step, steps, eps) * gradient.sign(), x, eps)
-        if steps:
-            worst.update(x_adv, self._values(objective, x_adv, rows), rows)
+            if step == steps - 1:
+                break
+            x_adv = project(x_adv + cosine_step(step, steps - 1, eps) * gradient.sign(), x[rows], eps)
 
     def _restart(
         self, objective, x, worst, active, steps, adi, eps, generator, broken, adi_successes
@@ -202,12 +214,13 @@ class AdaptiveAutoAttack(Attack):
             keep = ~done
             if not bool(keep.any()):
                 return
+            if step == steps - 1:
+                return
             rows, x_adv, gradient, direction = rows[keep], x_adv[keep], gradient[keep], direction[keep]
             if step < adi:
                 step_size = eps
                 ascent = direction.view(-1, *[1] * (x.dim() - 1)) * gradient.sign()
             else:
-                step_size = cosine_step(step - adi, steps - adi, eps)
+                step_size = cosine_step(step - adi, steps - 1 - adi, eps)
                 ascent = gradient.sign()
             x_adv = project(x_adv + step_size * ascent, x[rows], eps)
-        worst.update(x_adv, self._values(objective, x_adv, rows), rows)

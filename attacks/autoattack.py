@@ -94,9 +94,9 @@ class AutoAttackScore(Attack):
 
     def budget(self) -> Budget:
         # APGD: 1 gradient at the start + 1 per iteration, per restart. Queries: the clean point,
-        # Square's initial point and its queries per restart, and one re-evaluation per restart.
+        # then per Square restart its initial point and its queries.
         grad_evals = (self.apgd_steps + 1) * self.apgd_restarts
-        queries = 1 + self.square_restarts * (self.square_queries + 2)
+        queries = 1 + self.square_restarts * (self.square_queries + 1)
         return Budget(self.apgd_steps, self.apgd_restarts, grad_evals, queries)
 
     def perturb(self, detector, x: torch.Tensor, is_outlier: torch.Tensor, eps: float) -> torch.Tensor:

@@ -72,7 +72,9 @@ class ScoreObjective:
         self.sign = objective_sign(is_outlier).to(device)
         self.grad_evals = 0
         self.queries = 0
-        self.grad_batch_sizes: list[int] = []  # one entry per gradient call (for throughput checks)
+        # one entry per gradient call and per forward-only call (for throughput checks)
+        self.grad_batch_sizes: list[int] = []
+        self.query_batch_sizes: list[int] = []
 
     def _sign(self, rows: torch.Tensor | None) -> torch.Tensor:
         return self.sign if rows is None else self.sign[rows]
@@ -80,6 +82,7 @@ class ScoreObjective:
     @torch.no_grad()
     def value(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         self.queries += len(x)
+        self.query_batch_sizes.append(len(x))
         return self._sign(rows) * self.detector(x).float()
 
     def value_and_grad(self, x: torch.Tensor, rows: torch.Tensor | None = None):
@@ -109,6 +112,7 @@ class _SignedScoreColumns(nn.Module):
             self.objective.grad_batch_sizes.append(len(x))
         else:
             self.objective.queries += len(x)
+            self.objective.query_batch_sizes.append(len(x))
         score = self.objective.detector(x).float()
         return torch.stack([score, -score], dim=1)
 
@@ -147,7 +151,13 @@ class Attack:
 
     # accounting ---------------------------------------------------------------------------------
     def reset_spent(self) -> None:
-        self._spent = {"grad_evals": 0, "queries": 0, "images": 0, "grad_batch_sizes": []}
+        self._spent = {
+            "grad_evals": 0,
+            "queries": 0,
+            "images": 0,
+            "grad_batch_sizes": [],
+            "query_batch_sizes": [],
+        }
         self.warnings: list[str] = []
 
     def _record(self, objective: ScoreObjective, images: int) -> None:
@@ -157,6 +167,7 @@ class Attack:
         self._spent["queries"] += objective.queries
         self._spent["images"] += images
         self._spent["grad_batch_sizes"] += objective.grad_batch_sizes
+        self._spent["query_batch_sizes"] += objective.query_batch_sizes
 
     def _warn(self, message: str) -> None:
         if not hasattr(self, "_spent"):
@@ -168,6 +179,10 @@ class Attack:
     def gradient_batch_sizes(self) -> list[int]:
         """The batch size of every gradient evaluation since ``reset_spent()``, in order."""
         return list(getattr(self, "_spent", {}).get("grad_batch_sizes", []))
+
+    def query_batch_sizes(self) -> list[int]:
+        """The batch size of every forward-only evaluation since ``reset_spent()``, in order."""
+        return list(getattr(self, "_spent", {}).get("query_batch_sizes", []))
 
     def spent_budget(self) -> Budget:
         """Per-image gradient evaluations and queries actually spent since ``reset_spent()``."""

@@ -29,7 +29,7 @@ class BlackBoxSquare(Attack):
         check_positive("blackbox", queries=self.queries, restarts=self.restarts, batch_size=self.batch_size)
 
     def budget(self) -> Budget:
-        return Budget(self.queries, self.restarts, 0, 1 + self.restarts * (self.queries + 2))
+        return Budget(self.queries, self.restarts, 0, 1 + self.restarts * (self.queries + 1))
 
     def perturb(self, detector, x: torch.Tensor, is_outlier: torch.Tensor, eps: float) -> torch.Tensor:
         check_attack_inputs(x, is_outlier, eps)

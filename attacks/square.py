@@ -16,12 +16,20 @@ class _ScoreSquare(SquareAttack):
 
     Square minimises ``loss`` and stops on samples whose ``margin`` drops to <= 0 (misclassified).
     Here loss = -(sign * score) and the margin stays positive, so every sample spends every query
-    on raising the objective.
+    on raising the objective. Every call then sees the whole batch in order, and the running maximum
+    of the objective is the value of Square's current best point (it moves only on a strict
+    improvement), so the best point needs no re-evaluation.
     """
+
+    best_objective: torch.Tensor | None = None
 
     def margin_and_loss(self, x: torch.Tensor, y: torch.Tensor):
         logits = self.predict(x)
         objective = logits.gather(1, y[:, None]).squeeze(1)
+        if self.best_objective is None:
+            self.best_objective = objective.detach().clone()
+        elif self.best_objective.shape == objective.shape:
+            self.best_objective = torch.maximum(self.best_objective, objective.detach())
         return torch.ones_like(objective), -objective
 
 
@@ -45,8 +53,11 @@ def square_search(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for _ in range(restarts):
+            attack.best_objective = None
             _, candidate = attack.attack_single_run(x, labels)
-            value = objective.value(candidate)
+            value = attack.best_objective
+            if value is None or value.shape != (len(x),):  # not seen whole: evaluate the point
+                value = objective.value(candidate)
             better = value > best_value
             best_x[better], best_value[better] = candidate[better], value[better]
     return best_x, best_value
