@@ -78,7 +78,7 @@ class AutoAttackScore(Attack):
     batch_size: int = 1024
 
     PROFILE_BUDGETS = {
-        "quick": {"apgd_steps": 40, "apgd_restarts": 2, "square_queries": 500},
+        "quick": {"apgd_steps": 40, "apgd_restarts": 2, "square_queries": 300},
         "ci": {"apgd_steps": 10, "apgd_restarts": 1, "square_queries": 100},
     }
 

@@ -88,6 +88,26 @@ def small_cnn(in_channels: int) -> tuple[nn.Module, int]:
     return body, 128
 
 
+@register_network("tiny_cnn")
+def tiny_cnn(in_channels: int) -> tuple[nn.Module, int]:
+    """:func:`small_cnn` at half the width (16-32-32, a 64-unit head), down-sampling with a stride-2
+    convolution instead of a pooling layer (pooling cost as much as a convolution on 2 CPU cores): about
+    3x faster, which the quick profile needs to run a full novelty-detection grid in minutes."""
+    body = nn.Sequential(
+        nn.Conv2d(in_channels, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 64),
+        nn.ReLU(),
+    )
+    return body, 64
+
+
 class _WideBasicBlock(nn.Module):
     """Pre-activation wide-ResNet block (BN-ReLU-conv x2) with a 1x1 shortcut when shapes change."""
 
