@@ -283,7 +283,7 @@ class _TwoLogits(nn.Module):
 @pytest.mark.slow
 def test_peer_comparison_with_official_apgd_ce_on_a_quick_detector():
     """Our pgd and aa reach an attacked AUROC no higher than the official APGD-CE on the 2-logit
-    wrapper with the same eps and iterations, plus 0.005 (quick-profile small CNN, MSP)."""
+    wrapper with the same eps and iterations, plus 0.005 (quick-profile network, MSP)."""
     from pyautoattack.autopgd_base import APGDAttack
 
     from bench.config import get_profile
