@@ -40,6 +40,7 @@ from bench.contracts import Method, RunContext, TrainTask
 from bench.errors import BadInput
 from bench.methods.adversarial import pgd_maximize
 from bench.methods.classifier import ClassifierDetector
+from bench.methods.oe import binary_oe_loss
 from bench.methods.training import cached_network
 from bench.registry import register_method
 
@@ -61,13 +62,6 @@ def aloe_loss(
 ) -> torch.Tensor:
     """CE(f(x_in'), y) + lam * L_OE(f(x_oe')) on the logits of the (attacked) images."""
     return F.cross_entropy(logits_in, y_in) + lam * oe_loss(logits_oe)
-
-
-def binary_aloe_loss(logit_in: torch.Tensor, logit_oe: torch.Tensor, lam: float) -> torch.Tensor:
-    """Binary form: BCE(z_in, 0) + lam * BCE(z_oe, 1) on the outlier logit z."""
-    loss_in = F.binary_cross_entropy_with_logits(logit_in, torch.zeros_like(logit_in))
-    loss_oe = F.binary_cross_entropy_with_logits(logit_oe, torch.ones_like(logit_oe))
-    return loss_in + lam * loss_oe
 
 
 def inlier_objective(network: nn.Module, y: torch.Tensor, binary: bool):
@@ -121,7 +115,7 @@ def make_aloe_loss(
         logits = network(torch.cat([x_in, x_oe]))
         n_in = len(x_in)
         if binary:
-            return binary_aloe_loss(logits[:n_in, 0], logits[n_in:, 0], lam)
+            return binary_oe_loss(logits[:n_in, 0], logits[n_in:, 0], lam)
         return aloe_loss(logits[:n_in], y_in, logits[n_in:], lam)
 
     return loss_fn

@@ -44,6 +44,7 @@ from bench.contracts import Method, RunContext, TrainTask
 from bench.errors import BadInput
 from bench.methods.adversarial import pgd_maximize
 from bench.methods.classifier import ClassifierDetector
+from bench.methods.oe import binary_oe_loss, uniform_cross_entropy
 from bench.methods.training import cached_network
 from bench.registry import register_method
 
@@ -82,23 +83,11 @@ def lower_energy(
     )
 
 
-def uniform_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of CE(softmax(logits), uniform) = -mean_k log_softmax(logits)_k (OE)."""
-    return -F.log_softmax(logits, dim=1).mean(dim=1).mean()
-
-
 def aoe_loss(
     logits_in: torch.Tensor, y_in: torch.Tensor, logits_oe: torch.Tensor, lam: float
 ) -> torch.Tensor:
     """OE's loss on the augmented outliers: CE(f(x_in), y) + lam * CE(f(x_hat), uniform)."""
     return F.cross_entropy(logits_in, y_in) + lam * uniform_cross_entropy(logits_oe)
-
-
-def binary_aoe_loss(logit_in: torch.Tensor, logit_oe: torch.Tensor, lam: float) -> torch.Tensor:
-    """Binary OE: BCE(z_in, 0) + lam * BCE(z_hat, 1)."""
-    loss_in = F.binary_cross_entropy_with_logits(logit_in, torch.zeros_like(logit_in))
-    loss_oe = F.binary_cross_entropy_with_logits(logit_oe, torch.ones_like(logit_oe))
-    return loss_in + lam * loss_oe
 
 
 def make_aoe_loss(lam: float, binary: bool, eps: float, steps: int, generator: torch.Generator | None = None):
@@ -109,7 +98,7 @@ def make_aoe_loss(lam: float, binary: bool, eps: float, steps: int, generator: t
         logits = network(torch.cat([x_in, x_hat]))
         n_in = len(x_in)
         if binary:
-            return binary_aoe_loss(logits[:n_in, 0], logits[n_in:, 0], lam)
+            return binary_oe_loss(logits[:n_in, 0], logits[n_in:, 0], lam)
         return aoe_loss(logits[:n_in], y_in, logits[n_in:], lam)
 
     return loss_fn

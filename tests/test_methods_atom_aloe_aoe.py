@@ -16,7 +16,7 @@ from bench.config import get_profile, parse_overrides, with_overrides
 from bench.contracts import RunContext
 from bench.datasets import load_dataset
 from bench.errors import BadInput
-from bench.methods import aloe, aoe, atom
+from bench.methods import aloe, aoe, atom, oe
 from bench.methods.aloe import ALOE
 from bench.methods.aoe import AOE
 from bench.methods.atom import ATOM, NTOM
@@ -321,7 +321,7 @@ def test_aoe_loss_is_oe_on_the_perturbed_outliers():
         expected = aoe.aoe_loss(network(x_in), y_in, network(x_hat), 0.5)
     assert value.item() == pytest.approx(expected.item(), rel=1e-6)
     # tied logits are uniform already: the OE term is log 2 per outlier
-    assert aoe.uniform_cross_entropy(network(x_hat)).item() == pytest.approx(math.log(2), rel=1e-6)
+    assert oe.uniform_cross_entropy(network(x_hat)).item() == pytest.approx(math.log(2), rel=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------------
