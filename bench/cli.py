@@ -196,15 +196,23 @@ def print_summary(console, table, plan) -> None:
 @cli.command("list")
 @click.argument("what")
 def list_command(what: str) -> None:
-    """List registered methods, datasets, attacks, protocols or profiles."""
+    """List registered methods, datasets, attacks, protocols or profiles. Methods: a line each with
+    protocols, needs and defaults; attacks: with defaults (the paper profile's budget)."""
     from bench.config import PROFILES
     from bench.datasets.oe_sources import list_oe_sources
-    from bench.registry import list_attacks, list_datasets, list_methods, list_protocols
+    from bench.registry import (
+        describe_attack,
+        describe_method,
+        list_attacks,
+        list_datasets,
+        list_methods,
+        list_protocols,
+    )
 
     listers = {
-        "methods": list_methods,
+        "methods": lambda: [describe_method(name) for name in list_methods()],
         "datasets": list_datasets,
-        "attacks": list_attacks,
+        "attacks": lambda: [describe_attack(name) for name in list_attacks()],
         "protocols": list_protocols,
         "profiles": lambda: list(PROFILES),
         "oe-sources": list_oe_sources,

@@ -8,8 +8,9 @@ name raises :class:`bench.errors.BadInput` listing what exists.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from bench.errors import BadInput
 
@@ -79,6 +80,41 @@ def _load_plugins() -> None:
 
 def list_methods() -> list[str]:
     return METHODS.names()
+
+
+def field_defaults(cls) -> dict[str, Any]:
+    """The default of every dataclass field of ``cls`` (a method's are its paper's; None: resolved
+    from the task or the profile at run time)."""
+    defaults = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            defaults[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            defaults[f.name] = f.default_factory()
+    return defaults
+
+
+def _shown(value: Any) -> str:
+    """A default as ``--set`` would take it: floats to 6 significant digits, strings with spaces quoted."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, str) and (" " in value or not value):
+        return repr(value)
+    return str(value)
+
+
+def describe_method(name: str) -> str:
+    """One line for ``bench list methods``: the name, its protocols, what it needs and its defaults."""
+    cls = METHODS.get(name)
+    needs = ",".join(sorted(cls.requires)) or "-"
+    defaults = " ".join(f"{k}={_shown(v)}" for k, v in field_defaults(cls).items())
+    return f"{name}  protocols={','.join(cls.protocols)}  needs={needs}  {defaults}".rstrip()
+
+
+def describe_attack(name: str) -> str:
+    """One line for ``bench list attacks``: the name and its defaults (the paper profile's budget)."""
+    defaults = " ".join(f"{k}={_shown(v)}" for k, v in field_defaults(ATTACKS.get(name)).items())
+    return f"{name}  {defaults}".rstrip()
 
 
 def list_attacks() -> list[str]:

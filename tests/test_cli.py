@@ -143,6 +143,22 @@ def test_list_methods(results):
     assert result.returncode == 0, result.stderr
     assert {"energy", "msp", "oe"} <= set(result.stdout.split())
     assert result.after == result.before
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
+    # each line: protocols, needs, and the paper defaults (ATOM App. B.1, ALOE's 1/255, RODEO Table 9)
+    assert "protocols=nd,osr,ood" in lines["atom"] and "needs=oe" in lines["atom"]
+    assert "q=0.125" in lines["atom"].split() and "steps=5" in lines["atom"].split()
+    assert "eps=0.00392157" in lines["aloe"].split()
+    assert "needs=-" in lines["rodeo"] and "lr=0.001" in lines["rodeo"].split()
+    assert "outlier_prompt='a photo of something'" in lines["clip"]
+
+
+def test_list_attacks_shows_the_paper_budgets(capsys):
+    from bench.cli import main
+
+    main(["list", "attacks"])
+    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()}
+    assert {"steps=1000", "restarts=10"} <= set(lines["pgd"])  # RODEO Sec. 5: PGD-1000, 10 restarts
+    assert "square_queries=5000" in lines["aa"]
 
 
 def _dry_run_expectations() -> tuple[list[str], int]:
