@@ -6,10 +6,10 @@ Slow (the nd and osr grids of ten methods, clean and PGD, on the quick profile):
 
 Margins are the smallest gaps seen over seeds 0, 1, 2 on nd (PGD AUROC, %): atom - oe 8.4 / 2.6 / 12.8,
 aloe - oe 1.1 / 0.9 / 1.3, atom - ntom 3.8 / 4.1 / 4.8, rodeo - oe 5.0 / 5.4 / 8.9 (msp and energy have
-no nd rows: one inlier class). On osr (seed 0): atom 50.7, ntom 46.1, aloe 68.6, oe 67.0, energy 58.6,
-msp 50.6 on an H100; the CPU trains the osr networks a little differently (atom 46.9, ntom 45.9, aloe
-68.0), so atom - ntom on osr gets a 0.5-point margin. ALOE trains at its paper's eps 1/255 and is
-attacked at 8/255, so it gains little over OE.
+no nd rows: one inlier class). On osr (seed 0, CPU): atom 46.9, ntom 45.9, aloe 68.0, oe 66.8, energy
+58.0, msp 50.3 (an H100 run gave atom 50.7, ntom 46.1, aloe 68.6, oe 67.0), so atom - ntom on osr gets a
+0.5-point margin. ALOE trains at its paper's eps 1/255 and is attacked at 8/255, so it gains little
+over OE.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def test_atom_beats_the_undefended_methods_under_pgd(grid, request):
                 strict=True,
                 reason=(
                     "ATOM's (K+1)-th class score does not separate unknown digits from known ones: on "
-                    "osr (seed 0) its PGD AUROC is 50.7 against OE's 67.0, as in RODEO Table 1b where "
+                    "osr (seed 0, CPU) its PGD AUROC is 46.9 against OE's 66.8, as in RODEO Table 1b where "
                     "ATOM is the weakest robust method on OSR (MNIST: 74.8 clean / 4.1 PGD; ALOE 79.5 / "
                     "37.3)"
                 ),
