@@ -36,16 +36,41 @@ to a scalar score:
 
 Per sample, the result is the worst case over the clean point and every evaluated iterate.
 ``budget_per_sample`` is the average number of gradient evaluations (paper profile: 1,000).
+
+**What a row records** (``spent_budget()``, over the ``perturb`` calls since ``reset_spent()``):
+
+- ``grad_evals``: gradient evaluations per image, averaged over all images (two decimals);
+- ``restarts``: the outer restarts that actually ran (attacked at least one sample), the most in any
+  one ``perturb`` call; restarts skipped because every sample was already broken, or because the search
+  budget was used up, are not counted, and neither is the exploitation ascent;
+- ``steps``: the longest single ascent that actually ran, in gradient evaluations of one sample (start
+  point included): the most any sample received in one outer restart (before it broke or the restart
+  ended) or in the exploitation ascent. A maximum, not a mean: with ``restarts`` it bounds what any image
+  got, and ``grad_evals`` says what the average image got;
+- ``queries``: forward-only evaluations per image (the clean point).
+
+``budget()`` is the plan these are measured against: ``outer_restarts`` restarts, ``budget_per_sample``
+gradient evaluations per image on average, and as steps the most one ascent may take
+(:meth:`AdaptiveAutoAttack.max_ascent`: ``budget_per_sample``, or a late restart's cap plus its ADI steps
+when that is larger, as for budgets below 20).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from bench.attacks.base import Attack, Budget, ScoreObjective, check_attack_inputs, check_positive, project
+from bench.attacks.base import (
+    Attack,
+    Budget,
+    ScoreObjective,
+    check_attack_inputs,
+    check_positive,
+    detector_device,
+    project,
+)
 from bench.attacks.pgd import WorstCase
 from bench.errors import BadInput
 from bench.registry import register_attack
@@ -96,15 +121,27 @@ class AdaptiveAutoAttack(Attack):
             check_positive("a3", adi_steps=self.adi_steps)
 
     def budget(self) -> Budget:
-        # the cap; spent_budget() reports the average actually spent
-        return Budget(
-            self.budget_per_sample, self.outer_restarts, self.budget_per_sample, 1 + self.outer_restarts
+        # the caps; spent_budget() reports what ran (module docstring, "What a row records")
+        return Budget(self.max_ascent(), self.outer_restarts, self.budget_per_sample, 1 + self.outer_restarts)
+
+    def restart_cap(self, restart: int) -> int:
+        """A3's max iterations of outer restart ``restart``, scaled from its 100-iteration schedule."""
+        schedule = MAX_ITER_SCHEDULE[min(restart, len(MAX_ITER_SCHEDULE) - 1)]
+        return math.ceil(schedule * self.budget_per_sample / 100)
+
+    def max_ascent(self) -> int:
+        """The most gradient evaluations one sample can receive in one ascent: an outer restart (its cap,
+        its ADI steps and the start point), or the exploitation ascent (at most the average budget); every
+        ascent takes at least 2."""
+        restarts = (
+            self.restart_cap(r) + (self.adi_steps if r > 0 else 0) + 1 for r in range(self.outer_restarts)
         )
+        return max(2, self.budget_per_sample, *restarts)
 
     def perturb(self, detector, x: torch.Tensor, is_outlier: torch.Tensor, eps: float) -> torch.Tensor:
         check_attack_inputs(x, is_outlier, eps)
         detector.eval()
-        device = next(detector.parameters()).device
+        device = detector_device(detector, x)
         x = x.to(device)
         is_outlier = is_outlier.to(device)
         objective = ScoreObjective(detector, is_outlier, device)
@@ -124,6 +161,7 @@ class AdaptiveAutoAttack(Attack):
         total_budget = self.budget_per_sample * len(x)
         search_budget = self.search_fraction * total_budget
         adi_successes = {1.0: 0, -1.0: 0}
+        restarts_run, longest_ascent = 0, 0
         for restart in range(self.outer_restarts):
             unbroken = torch.nonzero(~broken(worst.objective, torch.arange(len(x), device=device))).squeeze(1)
             remaining = int(search_budget - objective.grad_evals)
@@ -134,9 +172,7 @@ class AdaptiveAutoAttack(Attack):
             closest = torch.argsort(worst.objective[unbroken] - offset[unbroken], descending=True)
             active = unbroken[closest[:n_active]]
             restarts_left = self.outer_restarts - restart
-            cap = math.ceil(
-                MAX_ITER_SCHEDULE[min(restart, len(MAX_ITER_SCHEDULE) - 1)] * self.budget_per_sample / 100
-            )
+            cap = self.restart_cap(restart)
             adi = self.adi_steps if restart > 0 else 0
             # as APGD in the official code: n moves cost n + 1 gradient evaluations (the start and
             # every iterate are evaluated with a gradient pass; the last gradient goes unused)
@@ -149,12 +185,27 @@ class AdaptiveAutoAttack(Attack):
             if len(active) == 0:
                 break
             adi = max(0, min(adi, steps - 2))  # at least one cosine-step move per restart
-            self._restart(
+            taken = self._restart(
                 objective, x, worst, active, steps, adi, float(eps), generator, broken, adi_successes
             )
-        self._exploit(objective, x, worst, offset, float(eps), total_budget - objective.grad_evals)
+            restarts_run += 1
+            longest_ascent = max(longest_ascent, taken)
+        taken = self._exploit(objective, x, worst, offset, float(eps), total_budget - objective.grad_evals)
+        longest_ascent = max(longest_ascent, taken)
         self._record(objective, len(x))
+        self._spent["restarts_run"] = max(self._spent.get("restarts_run", 0), restarts_run)
+        self._spent["longest_ascent"] = max(self._spent.get("longest_ascent", 0), longest_ascent)
         return worst.x.cpu()
+
+    def spent_budget(self) -> Budget:
+        """What ran since ``reset_spent()`` (module docstring, "What a row records"): the average
+        gradient evaluations and queries per image, the most outer restarts run in one call and the
+        longest single ascent in gradient evaluations; the plan (``budget()``) before any call."""
+        spent = super().spent_budget()
+        record = getattr(self, "_spent", None)
+        if not record or not record["images"]:
+            return spent
+        return replace(spent, steps=record.get("longest_ascent", 0), restarts=record.get("restarts_run", 0))
 
     def _values(self, objective: ScoreObjective, points: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Objective at ``points`` (one per entry of ``rows``), in batches; forward-only."""
@@ -173,16 +224,17 @@ class AdaptiveAutoAttack(Attack):
             grads.append(grad)
         return torch.cat(values), torch.cat(grads)
 
-    def _exploit(self, objective, x, worst, offset, eps, remaining) -> None:
+    def _exploit(self, objective, x, worst, offset, eps, remaining) -> int:
         """Spend what the restarts left on every sample, from its best point (our addition: AUROC
-        rewards pushing broken samples further past the threshold, which A3's stopping rule skips)."""
+        rewards pushing broken samples further past the threshold, which A3's stopping rule skips).
+        Returns the gradient evaluations each attacked sample received (0: none)."""
         steps = int(remaining // len(x))  # gradient evaluations: steps - 1 moves, every iterate evaluated
         rows = torch.arange(len(x), device=x.device)
         if steps < 2:  # too little for every sample: two evaluations each for those nearest tau
             steps = 2
             rows = torch.argsort((worst.objective - offset).abs())[: int(remaining) // 2]
             if len(rows) == 0:
-                return
+                return 0
         x_adv = worst.x[rows].clone()
         for step in range(steps):
             values, gradient = self._values_and_grads(objective, x_adv, rows)
@@ -190,11 +242,11 @@ class AdaptiveAutoAttack(Attack):
             if step == steps - 1:
                 break
             x_adv = project(x_adv + cosine_step(step, steps - 1, eps) * gradient.sign(), x[rows], eps)
+        return steps
 
-    def _restart(
-        self, objective, x, worst, active, steps, adi, eps, generator, broken, adi_successes
-    ) -> None:
-        """One restart on the ``active`` rows: random start, ADI steps, then cosine-step ascent."""
+    def _restart(self, objective, x, worst, active, steps, adi, eps, generator, broken, adi_successes) -> int:
+        """One restart on the ``active`` rows: random start, ADI steps, then cosine-step ascent. Broken
+        samples leave at once. Returns the gradient evaluations of the sample that stayed longest."""
         noise = torch.rand((len(active), *x.shape[1:]), generator=generator).to(x.device)
         x_adv = project(x[active] + (2 * noise - 1) * eps, x[active], eps)
         p_up = 0.5
@@ -212,10 +264,8 @@ class AdaptiveAutoAttack(Attack):
                 for d in (1.0, -1.0):
                     adi_successes[d] += int((done & (direction == d)).sum())
             keep = ~done
-            if not bool(keep.any()):
-                return
-            if step == steps - 1:
-                return
+            if not bool(keep.any()) or step == steps - 1:
+                return step + 1
             rows, x_adv, gradient, direction = rows[keep], x_adv[keep], gradient[keep], direction[keep]
             if step < adi:
                 step_size = eps
@@ -224,3 +274,4 @@ class AdaptiveAutoAttack(Attack):
                 step_size = cosine_step(step - adi, steps - 1 - adi, eps)
                 ascent = gradient.sign()
             x_adv = project(x_adv + step_size * ascent, x[rows], eps)
+        return steps

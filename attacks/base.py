@@ -10,6 +10,7 @@ passes) and ``queries`` (forward-only score evaluations).
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from dataclasses import dataclass, fields
 from typing import ClassVar
@@ -55,6 +56,14 @@ def objective_sign(is_outlier: torch.Tensor) -> torch.Tensor:
     return 1.0 - 2.0 * is_outlier.float()
 
 
+def detector_device(detector: nn.Module, x: torch.Tensor) -> torch.device:
+    """The device an attack evaluates ``detector`` on: that of its first parameter, else of its first
+    buffer, else (an analytic score with neither, e.g. the mean pixel value) that of the input ``x``."""
+    for tensor in itertools.chain(detector.parameters(), detector.buffers()):
+        return tensor.device
+    return x.device
+
+
 def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     """Back into the L-inf ball of radius eps around x, then into [0, 1]."""
     return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
@@ -72,6 +81,7 @@ class ScoreObjective:
         self.sign = objective_sign(is_outlier).to(device)
         self.grad_evals = 0
         self.queries = 0
+        self.zero_gradients = 0  # gradient evaluations (images) whose input gradient was exactly zero
         # one entry per gradient call and per forward-only call (for throughput checks)
         self.grad_batch_sizes: list[int] = []
         self.query_batch_sizes: list[int] = []
@@ -92,6 +102,7 @@ class ScoreObjective:
         with torch.enable_grad():
             objective = self._sign(rows) * self.detector(x).float()
             (gradient,) = torch.autograd.grad(objective.sum(), x)
+        self.zero_gradients += int((gradient.flatten(1).abs().amax(1) == 0).sum())
         return objective.detach(), gradient.detach()
 
     def as_two_logits(self) -> nn.Module:
@@ -161,8 +172,16 @@ class Attack:
         self.warnings: list[str] = []
 
     def _record(self, objective: ScoreObjective, images: int) -> None:
+        """Add one batch's spending; warn (AutoAttack's ``check_zero_gradients``) when gradient
+        evaluations of ``ScoreObjective.value_and_grad`` saw an all-zero input gradient: a sign step
+        cannot move those points, so a gradient attack's result there says nothing about robustness."""
         if not hasattr(self, "_spent"):
             self.reset_spent()
+        if objective.zero_gradients:
+            self._warn(
+                f"zero gradients at {objective.zero_gradients} of {objective.grad_evals} gradient "
+                "evaluations: gradient-based results may be unreliable (masked or saturated score)"
+            )
         self._spent["grad_evals"] += objective.grad_evals
         self._spent["queries"] += objective.queries
         self._spent["images"] += images

@@ -9,7 +9,14 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.attacks.base import Attack, Budget, ScoreObjective, check_attack_inputs, check_positive
+from bench.attacks.base import (
+    Attack,
+    Budget,
+    ScoreObjective,
+    check_attack_inputs,
+    check_positive,
+    detector_device,
+)
 from bench.attacks.pgd import WorstCase, batches
 from bench.attacks.square import square_search
 from bench.registry import register_attack
@@ -34,7 +41,7 @@ class BlackBoxSquare(Attack):
     def perturb(self, detector, x: torch.Tensor, is_outlier: torch.Tensor, eps: float) -> torch.Tensor:
         check_attack_inputs(x, is_outlier, eps)
         detector.eval()
-        device = next(detector.parameters()).device
+        device = detector_device(detector, x)
         parts = []
         for rows in batches(len(x), self.batch_size):
             x_batch = x[rows].to(device)

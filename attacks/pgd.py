@@ -12,7 +12,15 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.attacks.base import Attack, Budget, ScoreObjective, check_attack_inputs, check_positive, project
+from bench.attacks.base import (
+    Attack,
+    Budget,
+    ScoreObjective,
+    check_attack_inputs,
+    check_positive,
+    detector_device,
+    project,
+)
 from bench.config import Profile
 from bench.registry import register_attack
 
@@ -69,7 +77,7 @@ class PGD(Attack):
     def perturb(self, detector, x: torch.Tensor, is_outlier: torch.Tensor, eps: float) -> torch.Tensor:
         check_attack_inputs(x, is_outlier, eps)
         detector.eval()
-        device = next(detector.parameters()).device
+        device = detector_device(detector, x)
         generator = torch.Generator(device="cpu").manual_seed(self.seed)
         parts = []
         for rows in batches(len(x), self.batch_size):

@@ -322,3 +322,161 @@ def test_nan_pixels_are_rejected(attack):
 def test_non_positive_batch_size_is_rejected(batch_size):
     with pytest.raises(BadInput):
         PGD(steps=5, restarts=1, batch_size=batch_size)
+
+
+# ---- (i) detectors without parameters (analytic scores) -------------------------------------------------
+
+
+class MeanPixelDetector(Detector):
+    """score = mean pixel value: no parameters and no buffers."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1).mean(1)
+
+
+class BufferDistanceDetector(Detector):
+    """score = mean squared distance to a fixed image held in a buffer (no parameters)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("centre", torch.full(SHAPE, 0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x - self.centre) ** 2).flatten(1).mean(1)
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+@pytest.mark.parametrize("detector_cls", [MeanPixelDetector, BufferDistanceDetector])
+def test_every_attack_runs_on_a_detector_without_parameters(name, detector_cls):
+    n = 30
+    x, is_outlier, detector = _images(n, seed=4), _mixed_labels(n), detector_cls()
+    assert not list(detector.parameters())
+    attack = ATTACKS.get(name).from_profile(get_profile("ci"), seed=0)
+    attack.reset_spent()
+    x_adv = attack.perturb(detector, x, is_outlier, EPS)
+    assert x_adv.shape == x.shape and x_adv.device == x.device
+    assert float((x_adv - x).abs().max()) <= EPS + 1e-6
+    assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
+    clean, attacked = _objective(detector, x, is_outlier), _objective(detector, x_adv, is_outlier)
+    # sign convention: inlier scores never fall, outlier scores never rise
+    assert torch.all(attacked >= clean - 1e-7), (attacked - clean).min()
+    if name != "clean":
+        assert bool((attacked > clean + 1e-4).any())  # the attack did move scores the right way
+        spent = attack.spent_budget()
+        assert spent.grad_evals + spent.queries > 0
+        assert spent.grad_evals <= attack.budget().grad_evals
+    else:
+        assert torch.equal(x_adv, x)
+
+
+def test_detector_device_prefers_parameters_then_buffers_then_the_input():
+    from bench.attacks.base import detector_device
+
+    x = torch.zeros(2, *SHAPE)
+    assert detector_device(MeanPixelDetector(), x) == x.device
+    on_meta = BufferDistanceDetector().to("meta")  # a buffer on another device than the input
+    assert detector_device(on_meta, x) == torch.device("meta")
+    linear = LinearDetector(_weights()).to("meta")
+    linear.register_buffer("extra", torch.zeros(1))  # a CPU buffer: the parameter's device wins
+    assert detector_device(linear, x) == torch.device("meta")
+
+
+# ---- (j) a3 records the restarts and steps that ran ----------------------------------------------------
+
+
+def _easy_problem(n: int = 40):
+    """Images near 0.5 (inliers) and 0.55 (outliers) with a mean-pixel score: one step of eps = 0.1
+    moves a score by 0.1, far more than the clean scores' spread, so every sample breaks at once."""
+    generator = torch.Generator().manual_seed(0)
+    is_outlier = torch.arange(n) % 2 == 1
+    x = 0.5 + 0.05 * is_outlier.float().view(-1, 1, 1, 1) + 0.005 * torch.rand(n, *SHAPE, generator=generator)
+    return x, is_outlier
+
+
+def test_a3_records_the_restarts_and_steps_it_ran_when_it_stops_early():
+    from bench.attacks.a3 import AdaptiveAutoAttack
+
+    x, is_outlier = _easy_problem()
+    attack = AdaptiveAutoAttack(budget_per_sample=80, min_active=4, seed=0)
+    planned = attack.budget()
+    assert (planned.steps, planned.restarts) == (80, 13)
+    attack.reset_spent()
+    attack.perturb(MeanPixelDetector(), x, is_outlier, 0.1)
+    spent = attack.spent_budget()
+    # every sample is broken within the first restart, so no further restart runs
+    assert spent.restarts == 1 < planned.restarts
+    # the first restart is cut short by the breaks (a sample spends 1 or 2 evaluations there) and the
+    # exploitation ascent gets what is left: 80 - (at most 2) per sample, fewer than the plan's 80
+    assert 2 <= spent.steps < planned.steps
+    assert spent.steps >= 78
+    assert spent.grad_evals <= 80
+    # the row's numbers are consistent: no sample got more than restarts x steps evaluations
+    assert spent.grad_evals <= spent.steps * (spent.restarts + 1)
+
+
+def test_a3_records_every_restart_on_a_detector_it_cannot_break():
+    from bench.attacks.a3 import AdaptiveAutoAttack
+
+    x, is_outlier = _easy_problem()
+    attack = AdaptiveAutoAttack(budget_per_sample=80, min_active=4, seed=0)
+    attack.reset_spent()
+    attack.perturb(MeanPixelDetector(), x, is_outlier, 0.0001)  # too small an eps to cross tau
+    spent = attack.spent_budget()
+    assert spent.restarts == attack.budget().restarts  # all 13 outer restarts ran
+    assert 2 <= spent.steps <= attack.budget().steps
+    assert spent.grad_evals <= 80
+
+
+def test_a3_spent_budget_is_the_plan_before_any_call_and_the_maximum_over_calls():
+    from bench.attacks.a3 import AdaptiveAutoAttack
+
+    attack = AdaptiveAutoAttack(budget_per_sample=80, min_active=4, seed=0)
+    attack.reset_spent()
+    assert attack.spent_budget() == attack.budget()
+    x, is_outlier = _easy_problem()
+    attack.perturb(MeanPixelDetector(), x, is_outlier, 0.0001)  # 13 restarts
+    attack.perturb(MeanPixelDetector(), x, is_outlier, 0.1)  # 1 restart
+    assert attack.spent_budget().restarts == 13
+    attack.reset_spent()
+    attack.perturb(MeanPixelDetector(), x, is_outlier, 0.1)
+    assert attack.spent_budget().restarts == 1
+
+
+@pytest.mark.parametrize("budget_per_sample", [1, 3, 10, 25, 80])
+def test_a3_single_ascent_never_exceeds_the_planned_steps(budget_per_sample):
+    from bench.attacks.a3 import AdaptiveAutoAttack
+
+    x, is_outlier = _images(30, seed=6), _mixed_labels(30)
+    attack = AdaptiveAutoAttack(budget_per_sample=budget_per_sample, min_active=4, seed=0)
+    attack.reset_spent()
+    attack.perturb(WavyDetector(), x, is_outlier, EPS)
+    spent, planned = attack.spent_budget(), attack.budget()
+    assert 1 <= spent.restarts <= planned.restarts
+    assert 2 <= spent.steps <= planned.steps
+    assert spent.grad_evals <= budget_per_sample
+
+
+# ---- (k) zero gradients are reported ---------------------------------------------------------------------
+
+
+class FlatDetector(Detector):
+    """A rounded mean pixel: piecewise constant, so every input gradient is exactly zero."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(4 * x.flatten(1).mean(1)) / 4
+
+
+@pytest.mark.parametrize("name", ["pgd", "a3", "aa"])
+def test_gradient_attacks_warn_about_zero_gradients(name):
+    attack = ATTACKS.get(name).from_profile(get_profile("ci"), seed=0)
+    attack.reset_spent()
+    with pytest.warns(UserWarning, match="zero gradient"):
+        attack.perturb(FlatDetector(), _images(12), _mixed_labels(12), EPS)
+    assert any("zero gradient" in message for message in attack.warnings)
+
+
+def test_no_zero_gradient_warning_when_gradients_exist():
+    attack = PGD(steps=3, restarts=1, seed=0)
+    attack.reset_spent()
+    attack.perturb(LinearDetector(_weights()), _images(12), _mixed_labels(12), EPS)
+    assert attack.warnings == []
