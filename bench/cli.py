@@ -273,6 +273,42 @@ def backbones_list_command() -> None:
         )
 
 
+@cli.group("data")
+def data_group() -> None:
+    """Real data sets (mnist, fmnist) under $BENCH_DATA: fetch, list, verify."""
+
+
+@data_group.command("fetch")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="Convert again even if a converted file is present.")
+def data_fetch_command(names, force) -> None:
+    """Download (pinned by sha256) and convert NAMES, from the first source that works."""
+    from bench.datasets.sources import fetch_with_progress
+
+    for line in fetch_with_progress(names, force=force):
+        click.echo(line)
+
+
+@data_group.command("list")
+def data_list_command() -> None:
+    """Each data set's source, counts, licence, split version and whether it is present."""
+    from bench.datasets.sources import status_lines
+
+    for line in status_lines():
+        click.echo(line)
+
+
+@data_group.command("verify")
+@click.argument("names", nargs=-1)
+def data_verify_command(names) -> None:
+    """Re-hash the converted files (default: all present) and the kept downloads; exit 2 on a mismatch."""
+    from bench.datasets.sources import verify
+
+    lines = verify(names)
+    for line in lines or ["nothing to verify: no data set is converted (bench data fetch NAME)"]:
+        click.echo(line)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one-line errors and exit code 2 for bad input."""
     try:
