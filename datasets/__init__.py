@@ -3,7 +3,10 @@
 Import name: ``bench.datasets`` (this folder is mapped to it in pyproject.toml).
 """
 
-from bench.datasets import digits  # noqa: F401  (registers "digits")
+from bench.datasets import (
+    digits,  # noqa: F401  (registers "digits")
+    mnist,  # noqa: F401  (registers "mnist" and "fmnist"; data: bench data fetch)
+)
 from bench.datasets.base import ImageDataset, default_eps
 from bench.registry import DATASETS
 
