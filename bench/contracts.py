@@ -125,12 +125,12 @@ class Method:
 
     ``protocols`` lists the protocols the method supports; ``requires`` names the resources it
     needs (``"oe"`` for an auxiliary outlier source). ``fit`` returns a trained Detector or raises
-    :class:`bench.errors.NotApplicable`.
+    :class:`bench.errors.NotApplicable`. The code a fit depends on is found from the imports of the
+    method's module (:mod:`bench.code_version`); the files it loads are :meth:`data_files`.
     """
 
     protocols: ClassVar[tuple[str, ...]] = ("nd", "osr", "ood")
     requires: ClassVar[frozenset[str]] = frozenset()
-    code_modules: ClassVar[tuple[str, ...]] = ()  # other modules whose code the fit runs (cache keys)
     registry_name: ClassVar[str] = ""
 
     def fit(self, task: TrainTask, ctx: RunContext) -> Detector:  # pragma: no cover - abstract
@@ -142,6 +142,14 @@ class Method:
 
     def hyperparameters(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def data_files(self) -> list[Path]:
+        """The weight and data files a fit loads (their digests go into the cache key and method_hash).
+        Default: the files of the backbone each field named ``backbone`` or ``*_backbone`` names."""
+        from bench.backbones.files import backbone_files
+
+        chosen = [f.name for f in fields(self) if f.name == "backbone" or f.name.endswith("_backbone")]
+        return [path for name in chosen for path in backbone_files(getattr(self, name))]
 
     @classmethod
     def field_types(cls) -> dict[str, type]:

@@ -32,7 +32,8 @@ import torch
 
 import bench
 from bench.attacks.base import Attack
-from bench.cache import DetectorCache, code_version, payload_hash
+from bench.cache import DetectorCache, payload_hash
+from bench.code_version import method_dependencies, source_version
 from bench.config import Profile, get_profile, parse_overrides
 from bench.contracts import Cell, EvalSet, Method, RunContext
 from bench.datasets.oe_sources import list_oe_sources, load_oe_source
@@ -261,30 +262,30 @@ def expected_units(plan: RunPlan, dataset, protocol) -> list[Unit]:
 
 
 def method_code_version(method_name: str) -> str:
-    """Source hash of the method's module, the modules it declares, and the shared training code."""
-    method = METHODS.get(method_name)
-    modules = (method.__module__, *method.code_modules)
-    return code_version(
-        *modules, "bench.methods.training", "bench.methods.networks", "bench.methods.classifier"
-    )
+    """Source hash of the method's module and every bench module it imports (bench.code_version)."""
+    return source_version(METHODS.get(method_name).__module__)
 
 
 def detector_key(method_name: str, method: Method, task) -> str:
-    """Cache key of a trained detector: method, hyperparameters, task content, code version."""
+    """Cache key of a trained detector: method, hyperparameters, task content, the source of the method's
+    import closure and the digests of the weight and data files it loads."""
+    dependencies = method_dependencies(method_name, method)
     payload = {
         "method": method_name,
         "hyperparameters": method.hyperparameters(),
         "task": task.fingerprint(),
-        "code": method_code_version(method_name),
+        "code": dependencies["code"],
+        "files": dependencies["files"],
     }
     return payload_hash(payload)
 
 
 def method_hash(plan: RunPlan, name: str) -> str:
+    """Hash of (method, hyperparameters, code of its import closure, its data files' digests)."""
     method = plan.methods[name]
-    return payload_hash(
-        {"method": name, "hyperparameters": method.hyperparameters(), "code": method_code_version(name)}, 12
-    )
+    dependencies = method_dependencies(name, method)
+    payload = {"method": name, "hyperparameters": method.hyperparameters()}
+    return payload_hash({**payload, "code": dependencies["code"], "files": dependencies["files"]}, 12)
 
 
 class Runner:

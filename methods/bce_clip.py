@@ -43,11 +43,9 @@ from bench.contracts import Method, RunContext, TrainTask
 from bench.errors import BadInput
 from bench.methods.clip_common import (
     CLASS_TEMPLATE,
-    CLIP_CODE_MODULES,
     OUTLIER_PROMPT,
     PAPER_LOGIT_SCALE,
     ClipDetector,
-    backbone_fingerprint,
     build_detector,
     check_backbone_name,
     check_settings,
@@ -81,7 +79,6 @@ class BCEClip(Method):
 
     protocols = ("nd", "osr", "ood")
     requires = frozenset({"oe"})
-    code_modules = CLIP_CODE_MODULES
 
     def __post_init__(self) -> None:
         check_settings("bce-clip", self.logit_scale, self.outlier_prompt, self.class_template, self.score)
@@ -92,10 +89,6 @@ class BCEClip(Method):
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise BadInput(f"bce-clip weight_decay must be >= 0, got {self.weight_decay}")
         check_backbone_name(self.backbone)
-
-    def hyperparameters(self) -> dict:
-        # the backbone's weights are part of what a fit depends on (a rebuilt glyph-clip keeps its name)
-        return {**super().hyperparameters(), "backbone_weights": backbone_fingerprint(self.backbone)}
 
     def fit(self, task: TrainTask, ctx: RunContext) -> ClipDetector:
         if task.oe is None:

@@ -35,8 +35,6 @@ weights (the text tower never changes, so it is not stored).
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import math
 from typing import Any
@@ -53,13 +51,6 @@ OUTLIER_PROMPT = "a photo of something"
 CLASS_TEMPLATE = "a photo of the {}"
 PAPER_LOGIT_SCALE = 100.0  # Sec. 3.3 Eq. 4, App. I.3 Eq. 5: "<f_u(x), f_v(v_k)> * 100"
 SCORES = ("probability", "log_odds")
-# Modules whose code a CLIP detector runs (cache keys: Method.code_modules).
-CLIP_CODE_MODULES = (
-    "bench.methods.clip_common",
-    "bench.backbones",
-    "bench.backbones.tiny_clip",
-    "bench.backbones.hub",
-)
 
 
 # ---- prompts, scores --------------------------------------------------------------------------------------
@@ -118,19 +109,10 @@ def check_backbone_name(name: str) -> None:
     raise BadInput(f"unknown CLIP backbone {name!r}; accepted: {accepted}")
 
 
-@functools.lru_cache(maxsize=8)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def backbone_fingerprint(name: str) -> str:
     """Which weights ``name`` means now: the embedded weights' sha256 (from their JSON), or the sha256 of
-    a hub checkpoint file; ``"missing"`` when the files are absent. Part of the cache key, so a rebuilt
-    backbone never reuses detectors of the old one."""
+    a hub checkpoint file; ``"missing"`` when the files are absent. Saved with a zero-shot detector, which
+    refuses to load over other weights (cache keys hash the files themselves: ``Method.data_files``)."""
     if name == EMBEDDED_CLIP:
         config = WEIGHTS_DIR / f"{name}.json"
         if not config.is_file():
@@ -142,8 +124,9 @@ def backbone_fingerprint(name: str) -> str:
         _, checkpoint = parse_hub_clip(name)
         if not checkpoint.is_file():
             return "missing"
-        stat = checkpoint.stat()
-        return _file_sha256(str(checkpoint.resolve()), stat.st_size, stat.st_mtime_ns)
+        from bench.code_version import file_digest
+
+        return file_digest(checkpoint)
     return "unknown"
 
 
@@ -309,7 +292,6 @@ def _unknown_words(backbone: ClipBackbone, prompts: list[str]) -> list[str]:
 
 __all__ = [
     "CLASS_TEMPLATE",
-    "CLIP_CODE_MODULES",
     "OUTLIER_PROMPT",
     "PAPER_LOGIT_SCALE",
     "ClipDetector",

@@ -17,11 +17,9 @@ from dataclasses import dataclass
 from bench.contracts import Method, RunContext, TrainTask
 from bench.methods.clip_common import (
     CLASS_TEMPLATE,
-    CLIP_CODE_MODULES,
     OUTLIER_PROMPT,
     PAPER_LOGIT_SCALE,
     ClipDetector,
-    backbone_fingerprint,
     build_detector,
     check_backbone_name,
     check_settings,
@@ -40,15 +38,10 @@ class ClipZeroShot(Method):
 
     protocols = ("nd", "osr", "ood")
     requires = frozenset()
-    code_modules = CLIP_CODE_MODULES
 
     def __post_init__(self) -> None:
         check_settings("clip", self.logit_scale, self.outlier_prompt, self.class_template, self.score)
         check_backbone_name(self.backbone)
-
-    def hyperparameters(self) -> dict:
-        # the backbone's weights are part of what a fit depends on (a rebuilt glyph-clip keeps its name)
-        return {**super().hyperparameters(), "backbone_weights": backbone_fingerprint(self.backbone)}
 
     def fit(self, task: TrainTask, ctx: RunContext) -> ClipDetector:
         started = time.perf_counter()

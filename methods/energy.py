@@ -18,7 +18,5 @@ from bench.registry import register_method
 class Energy(Method):
     """Energy of the inlier classifier's logits (higher energy = more anomalous)."""
 
-    code_modules = ("bench.methods.msp",)  # the shared classifier is trained there
-
     def fit(self, task: TrainTask, ctx: RunContext) -> ClassifierDetector:
         return fit_scored_classifier(task, ctx, score="energy", method="energy")

@@ -202,16 +202,14 @@ def energy_based_sampling(
 
 
 def _network_payload(recipe: dict, config: dict, task: TrainTask, base_task: TrainTask) -> dict:
-    from bench.cache import code_version
+    from bench.code_version import source_version
 
     return {
         "recipe": recipe,
         "network": config,
         "task": task.fingerprint(),
         "base_task": base_task.fingerprint(),
-        "code": code_version(
-            __name__, "bench.methods.msp", "bench.methods.training", "bench.methods.networks"
-        ),
+        "code": source_version(__name__),  # with msp (the pre-trained classifier), training and networks
     }
 
 
@@ -272,7 +270,6 @@ class GReg(Method):
     lr_factor: float = 0.1
 
     requires = frozenset({"oe"})
-    code_modules = ("bench.methods.msp",)  # the pre-trained cross-entropy classifier is trained there
 
     def recipe(self, task: TrainTask) -> dict:
         return {

@@ -136,17 +136,18 @@ def cached_network(
     the same recipe before (e.g. MSP and energy share one cross-entropy classifier).
 
     ``recipe`` names the training objective and its settings; the cache key adds the task's content
-    fingerprint and the code version of the loss's module and the shared training code.
+    fingerprint and the source of the loss's module and of this one, with every bench module they import
+    (:func:`bench.code_version.source_version`).
     Returns (network, network_config, summary).
     """
-    from bench.cache import code_version
+    from bench.code_version import source_version
 
     network, config = new_network(task, num_outputs)
     key_payload = {
         "recipe": recipe,
         "network": config,
         "task": task.fingerprint(),
-        "code": code_version(loss_fn.__module__, "bench.methods.training", "bench.methods.networks"),
+        "code": source_version(loss_fn.__module__, __name__),
     }
     cache = ctx.cache
     if cache is not None:

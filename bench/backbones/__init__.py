@@ -25,6 +25,8 @@ Names:
   scheduler config (``scheduler/scheduler_config.json`` or ``scheduler_config.json``), the layouts of
   ``DDPMPipeline.save_pretrained`` and of the hub's DDPM repositories.
 
+:func:`backbone_files` lists the files a name loads (for cache keys) without building anything.
+
 Hub files are read with ``local_files_only=True`` and ``HF_HUB_OFFLINE=1``; a missing file raises
 :class:`bench.errors.BadInput` with one line that says which files to put where. An unknown embedded
 name, or a missing embedded weights file, raises ``BadInput`` too (the latter says to run
@@ -44,14 +46,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.backbones.files import (
+    EMBEDDED,
+    EMBEDDED_CLIP,
+    EMBEDDED_DDPM,
+    HUB_CLIP_PREFIX,
+    HUB_DDPM_PREFIX,
+    WEIGHTS_DIR,
+    backbone_files,
+)
 from bench.errors import BadInput
 
-EMBEDDED_CLIP = "glyph-clip"
-EMBEDDED_DDPM = "glyph-ddpm"
-EMBEDDED = {EMBEDDED_CLIP: "clip", EMBEDDED_DDPM: "ddpm"}
-HUB_CLIP_PREFIX = "hub-clip:"
-HUB_DDPM_PREFIX = "hub-ddpm:"
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's RGB -> L
 
 
@@ -322,6 +327,7 @@ __all__ = [
     "EMBEDDED_DDPM",
     "ClipBackbone",
     "DiffusionBackbone",
+    "backbone_files",
     "list_backbones",
     "load_clip",
     "load_ddpm",

@@ -15,7 +15,6 @@ safetensors.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -26,18 +25,11 @@ from pathlib import Path
 import torch
 
 from bench.backbones import EMBEDDED_CLIP, EMBEDDED_DDPM, WEIGHTS_DIR
+from bench.code_version import file_digest
 from bench.errors import BadInput
 
 ONLY = ("clip", "ddpm")
 BUILD_THREADS = 1
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_safetensors(state_dict: dict[str, torch.Tensor], path: Path) -> None:
@@ -113,7 +105,7 @@ def _build_clip(out: Path, steps: int, seed: int, log, evaluate: bool) -> dict:
         "metrics": metrics,
         "weights_file": weights.name,
         "weights_bytes": weights.stat().st_size,
-        "weights_sha256": sha256_of(weights),
+        "weights_sha256": file_digest(weights),
         "build": {
             "seconds": round(time.perf_counter() - started, 1),
             "threads": BUILD_THREADS,
@@ -151,7 +143,7 @@ def _build_ddpm(out: Path, steps: int, seed: int, log, evaluate: bool) -> dict:
         "metrics": metrics,
         "weights_file": weights.name,
         "weights_bytes": weights.stat().st_size,
-        "weights_sha256": sha256_of(weights),
+        "weights_sha256": file_digest(weights),
         "build": {
             "seconds": round(time.perf_counter() - started, 1),
             "threads": BUILD_THREADS,
@@ -210,9 +202,24 @@ def build_backbones(
     return results
 
 
+def main(argv: list[str] | None = None) -> None:
+    """``python -m bench.backbones.build``: the options of ``bench backbones build``, without importing the
+    CLI (nothing in bench.backbones imports bench.cli); one-line errors and exit code 2 for bad input."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.backbones.build")
+    parser.add_argument("--only", default=None, help="clip or ddpm (default: both)")
+    parser.add_argument("--out", type=Path, default=None, help="folder (default: the package's)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps for each backbone")
+    args = parser.parse_args(argv)
+    try:
+        check_build_args(args.out, args.only, args.steps)
+    except BadInput as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    for name, meta in build_backbones(args.out, only=args.only, steps=args.steps).items():
+        size = f"{meta['weights_bytes']:,} bytes"
+        print(f"{name}: {meta['weights_file']} ({size}), sha256 {meta['weights_sha256']}")
+
+
 if __name__ == "__main__":
-    import sys
-
-    from bench.cli import main
-
-    main(["backbones", "build", *sys.argv[1:]])
+    main()

@@ -152,11 +152,11 @@ def _backbone(name: str, model, tokenizer: WordTokenizer, info: dict) -> ClipBac
 
 
 def load_embedded_clip(name: str, weights: Path, config_path: Path) -> ClipBackbone:
-    from bench.backbones.build import sha256_of
+    from bench.code_version import file_digest
 
     meta = json.loads(Path(config_path).read_text())
     expected = meta.get("weights_sha256")
-    if expected and sha256_of(weights) != expected:
+    if expected and file_digest(weights) != expected:
         raise BadInput(
             f"{weights} does not match the sha256 in {Path(config_path).name}; run `bench backbones build`"
         )

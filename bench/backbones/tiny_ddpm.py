@@ -74,11 +74,11 @@ def unet_init_config(unet) -> dict:
 
 
 def load_embedded_ddpm(name: str, weights: Path, config_path: Path) -> DiffusionBackbone:
-    from bench.backbones.build import sha256_of
+    from bench.code_version import file_digest
 
     meta = json.loads(Path(config_path).read_text())
     expected = meta.get("weights_sha256")
-    if expected and sha256_of(weights) != expected:
+    if expected and file_digest(weights) != expected:
         raise BadInput(
             f"{weights} does not match the sha256 in {Path(config_path).name}; run `bench backbones build`"
         )
