@@ -63,7 +63,14 @@ def cli() -> None:
     "--oe", default=None, help="Auxiliary-outlier source (default: the dataset's; bench list oe-sources)."
 )
 @click.option("--dry-run", is_flag=True, help="Print the grid and its budget, then exit.")
-def run_command(methods, protocol, dataset, attacks, profile, seeds, out, device, settings, oe, dry_run):
+@click.option(
+    "--rerun-stale",
+    is_flag=True,
+    help="Recompute the finished units of --out whose method or attack code has changed since.",
+)
+def run_command(
+    methods, protocol, dataset, attacks, profile, seeds, out, device, settings, oe, dry_run, rerun_stale
+):
     """Run methods x protocol cells x seeds x attacks and write results, scores and a report."""
     from bench.runner import RunSpec, plan_run
 
@@ -85,6 +92,7 @@ def run_command(methods, protocol, dataset, attacks, profile, seeds, out, device
         settings=list(settings),
         oe=oe,
         command="bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        rerun_stale=rerun_stale,
     )
     plan = plan_run(spec)
     if dry_run:
@@ -94,37 +102,47 @@ def run_command(methods, protocol, dataset, attacks, profile, seeds, out, device
 
 
 def print_dry_run(plan) -> None:
+    """The cells (counted from the labels), methods and attack budgets; builds no cell, OE pool or OOD
+    set, so it takes seconds on any profile."""
     from rich.console import Console
     from rich.table import Table
 
-    from bench.registry import DATASETS, PROTOCOLS
+    from bench.registry import PROTOCOLS
 
     console = Console()
-    dataset = DATASETS.get(plan.spec.dataset)()
+    dataset = plan.dataset
     protocol = PROTOCOLS.get(plan.spec.protocol)()
-    cells = []
-    for seed in plan.spec.seeds:
-        for cell in protocol.cells(dataset, plan.profile, seed):
-            n_images = sum(len(e.images) for e in cell.evalsets)
-            cells.append((seed, cell.cell_id, len(cell.task.images), n_images))
-    grid = Table(title=f"run {plan.run_id}: {len(cells)} cells x {len(plan.methods)} methods")
-    for column in ("seed", "cell", "train images", "test images"):
+    sizes = protocol.cell_sizes(dataset, plan.profile)
+    cap = plan.profile.max_eval_per_side
+    grid = Table(
+        title=f"run {plan.run_id}: {len(sizes)} cells x {len(plan.spec.seeds)} seed(s) x {len(plan.methods)} "
+        "methods"
+    )
+    for column in ("cell", "train images", "test inliers", "test outliers"):
         grid.add_column(column, justify="right")
-    for seed, cell_id, n_train, n_test in cells:
-        grid.add_row(str(seed), cell_id, str(n_train), str(n_test))
+    for cell_id, n_train, n_in, n_out in sizes:
+        grid.add_row(cell_id, str(n_train), str(n_in), str(n_out) if n_out >= 0 else "?")
     console.print(grid)
+    console.print(
+        f"test images per side: {'all' if cap is None else f'at most {cap}, a sample fixed per cell'}; "
+        f"seeds {', '.join(map(str, plan.spec.seeds))}"
+    )
     console.print(
         f"methods: {', '.join(plan.methods)}; profile {plan.profile.name} "
         f"({plan.profile.network}, {plan.profile.epochs} epochs); device {plan.device}"
     )
+    if plan.stale:
+        console.print(f"stale units to recompute (--rerun-stale): {len(plan.stale)}")
     budget = Table(title="attack budget (gradient evaluations)")
     for column in ("attack", "eps", "steps", "restarts", "grad evals / image", "grad evals total"):
         budget.add_column(column, justify="right")
-    images = sum(c[3] for c in cells) * len(plan.methods)
+    known = [n_in + n_out for _, _, n_in, n_out in sizes if n_out >= 0]
+    images = sum(known) * len(plan.methods) * len(plan.spec.seeds)
     total = 0
     for name in plan.attacks:
-        b = plan.attack(name, 0).budget()
-        eps = dataset.eps if plan.attack(name, 0).uses_eps else 0.0
+        attack = plan.attack(name, 0)
+        b = attack.budget()
+        eps = dataset.eps if attack.uses_eps else 0.0
         total += b.grad_evals * images
         budget.add_row(
             name,
@@ -135,8 +153,9 @@ def print_dry_run(plan) -> None:
             f"{b.grad_evals * images:,}",
         )
     console.print(budget)
+    unknown = " (cells with '?' outliers not counted)" if len(known) < len(sizes) else ""
     console.print(
-        f"total: {total:,} gradient evaluations over {images:,} image scorings per attack; "
+        f"total: {total:,} gradient evaluations over {images:,} image scorings per attack{unknown}; "
         f"output: {plan.run_dir}"
     )
 

@@ -33,8 +33,9 @@ def auroc(scores, is_outlier) -> float:
 def fpr95(scores, is_outlier) -> float:
     """Fraction of outliers accepted as inliers at the threshold that accepts 95% of inliers.
 
-    As in ATOM (Sec. 4.1) and OpenOOD: inliers are the positive class of the ROC curve computed on
-    ``-score``; the result is the false-positive rate at the first point where TPR >= 0.95.
+    As in ATOM (Sec. 4.1) and OpenOOD v1.5: inliers are the positive class of the ROC curve computed on
+    ``-score``; the result is the false-positive rate at the first point where TPR >= 0.95. (Current
+    OpenOOD and pytorch-ood 0.4.0 take outliers as the positive class instead.)
     """
     scores, is_outlier = _as_arrays(scores, is_outlier)
     fpr, tpr, _ = roc_curve(~is_outlier, -scores, drop_intermediate=False)
@@ -42,7 +43,8 @@ def fpr95(scores, is_outlier) -> float:
 
 
 def aupr_in(scores, is_outlier) -> float:
-    """Average precision with inliers as positives (ranked by ``-score``)."""
+    """Average precision with inliers as positives (ranked by ``-score``), as the OE/ATOM code; pytorch-ood
+    and OpenOOD integrate the PR curve with the trapezoid rule, which differs on ties (up to 0.5)."""
     scores, is_outlier = _as_arrays(scores, is_outlier)
     return float(average_precision_score(~is_outlier, -scores))
 

@@ -1,12 +1,16 @@
 """Protocols: novelty detection (nd), open-set recognition (osr) and out-of-distribution (ood).
 
-``Protocol.cells(dataset, profile, seed, device)`` yields :class:`bench.contracts.Cell`. Splits are
-deterministic functions of (dataset, protocol, seed) and carry a version (``split_version`` column),
-which combines the dataset's train/test split version with the protocol's own.
+``Protocol.cells(dataset, profile, seed, device)`` yields :class:`bench.contracts.Cell`. Splits carry a
+version (``split_version`` column), which combines the dataset's train/test split version with the
+protocol's own. The test sample of a cell (the capped subsample, the generated OOD sets) is a function of
+the split version and the cell alone, never of the run seed: every seed of a run scores the same test
+images, so a seed-to-seed difference is training noise only. The seed changes the training side (OE pool,
+initialisation, generated exposure).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -19,10 +23,20 @@ from bench.registry import register_protocol
 
 class Protocol:
     name: str = ""
-    version: str = "v1"
+    version: str = "v2"  # v2: the test sample depends on the split version and cell, not on the seed
 
     def split_version(self, dataset) -> str:
         return f"{dataset.split_version}/{self.name}-{self.version}"
+
+    def sample_seed(self, dataset, cell_id: str) -> int:
+        """Seed of a cell's test sample: a hash of the split version and the cell id (no run seed)."""
+        text = f"{self.split_version(dataset)}|{cell_id}"
+        return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+    def cell_sizes(self, dataset, profile: Profile) -> list[tuple[str, int, int, int]]:
+        """(cell id, train images, test inliers, test outliers) per cell, from the labels alone: what a
+        dry run shows, without building an OE pool or a test set."""
+        raise NotImplementedError  # pragma: no cover
 
     def cell_ids(self, dataset, profile: Profile, seed: int) -> list[str]:  # pragma: no cover
         raise NotImplementedError
@@ -58,9 +72,22 @@ def _task(dataset, profile, seed, device, keep_classes: list[int]) -> TrainTask:
     )
 
 
-def _known_unknown_evalset(dataset, profile, seed, keep_classes, name) -> EvalSet:
-    """Test split: images of ``keep_classes`` are inliers (relabelled), all others outliers."""
-    rng = np.random.default_rng([seed, 7919])
+def _capped(n: int, limit: int | None) -> int:
+    return n if limit is None else min(n, limit)
+
+
+def _known_unknown_sizes(dataset, profile, keep_classes) -> tuple[int, int, int]:
+    """(train images, test inliers, test outliers) of a cell whose inliers are ``keep_classes``."""
+    n_train = int(np.isin(dataset.train_labels.numpy(), keep_classes).sum())
+    is_in = np.isin(dataset.test_labels.numpy(), keep_classes)
+    cap = profile.max_eval_per_side
+    return n_train, _capped(int(is_in.sum()), cap), _capped(int((~is_in).sum()), cap)
+
+
+def _known_unknown_evalset(dataset, profile, sample_seed, keep_classes, name) -> EvalSet:
+    """Test split: images of ``keep_classes`` are inliers (relabelled), all others outliers; the capped
+    subsample is drawn with ``sample_seed`` (:meth:`Protocol.sample_seed`)."""
+    rng = np.random.default_rng(sample_seed)
     labels = dataset.test_labels.numpy()
     is_in = np.isin(labels, keep_classes)
     idx_in = _cap(np.flatnonzero(is_in), profile.max_eval_per_side, rng)
@@ -85,10 +112,17 @@ class NoveltyDetection(Protocol):
     def cell_ids(self, dataset, profile, seed):
         return [f"class{c}" for c in range(dataset.num_classes)]
 
+    def cell_sizes(self, dataset, profile):
+        return [
+            (cell_id, *_known_unknown_sizes(dataset, profile, [c]))
+            for c, cell_id in enumerate(self.cell_ids(dataset, profile, 0))
+        ]
+
     def cells(self, dataset, profile, seed, device="cpu"):
         for c, cell_id in enumerate(self.cell_ids(dataset, profile, seed)):
             task = _task(dataset, profile, seed, device, [c])
-            yield Cell(cell_id, task, [_known_unknown_evalset(dataset, profile, seed, [c], "test")])
+            sample_seed = self.sample_seed(dataset, cell_id)
+            yield Cell(cell_id, task, [_known_unknown_evalset(dataset, profile, sample_seed, [c], "test")])
 
 
 @register_protocol("osr")
@@ -107,11 +141,18 @@ class OpenSetRecognition(Protocol):
     def cell_ids(self, dataset, profile, seed):
         return [f"split{s}" for s in range(profile.osr_splits)]
 
+    def cell_sizes(self, dataset, profile):
+        return [
+            (cell_id, *_known_unknown_sizes(dataset, profile, self.known_classes(dataset.num_classes, s)))
+            for s, cell_id in enumerate(self.cell_ids(dataset, profile, 0))
+        ]
+
     def cells(self, dataset, profile, seed, device="cpu"):
         for split, cell_id in enumerate(self.cell_ids(dataset, profile, seed)):
             known = self.known_classes(dataset.num_classes, split)
             task = _task(dataset, profile, seed, device, known)
-            yield Cell(cell_id, task, [_known_unknown_evalset(dataset, profile, seed, known, "test")])
+            sample_seed = self.sample_seed(dataset, cell_id)
+            yield Cell(cell_id, task, [_known_unknown_evalset(dataset, profile, sample_seed, known, "test")])
 
 
 @register_protocol("ood")
@@ -119,7 +160,9 @@ class OutOfDistribution(Protocol):
     """Train on all classes; one EvalSet per OOD test set (inliers: the whole test split)."""
 
     name = "ood"
-    version = "v2"  # v2: the glyphs OOD set uses only Computer Modern fonts (the glyph corpus has the rest)
+    # v2: the glyphs OOD set uses only Computer Modern fonts (the glyph corpus has the rest); v3: the test
+    # sample and the generated OOD sets depend on the split version, not on the run seed
+    version = "v3"
 
     def cell_ids(self, dataset, profile, seed):
         return ["all"]
@@ -129,10 +172,11 @@ class OutOfDistribution(Protocol):
             raise ValueError(f"dataset {dataset.name!r} has no OOD test suite")
         classes = list(range(dataset.num_classes))
         task = _task(dataset, profile, seed, device, classes)
-        rng = np.random.default_rng([seed, 104729])
+        sample_seed = self.sample_seed(dataset, "all")
+        rng = np.random.default_rng(sample_seed)
         idx_in = _cap(np.arange(len(dataset.test_labels)), profile.max_eval_per_side, rng)
         evalsets = []
-        for name, ood_images in dataset.ood_suite(seed):
+        for name, ood_images in dataset.ood_suite(sample_seed % 2**32):
             idx_out = _cap(np.arange(len(ood_images)), profile.max_eval_per_side, rng)
             evalsets.append(
                 EvalSet(
@@ -145,6 +189,16 @@ class OutOfDistribution(Protocol):
                 )
             )
         yield Cell("all", task, evalsets)
+
+    def cell_sizes(self, dataset, profile):
+        """Outliers: the capped sizes the dataset declares for its OOD sets (``ood_set_sizes``), summed
+        over the sets; -1 (unknown) when it declares none."""
+        if dataset.ood_suite is None:
+            raise ValueError(f"dataset {dataset.name!r} has no OOD test suite")
+        cap = profile.max_eval_per_side
+        sizes = dataset.ood_set_sizes
+        n_out = sum(_capped(n, cap) for n in sizes.values()) if sizes else -1
+        return [("all", len(dataset.train_labels), _capped(len(dataset.test_labels), cap), n_out)]
 
 
 def get_protocol(name: str) -> Protocol:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.errors import BadInput
+from bench.store import COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,12 +27,6 @@ PLOTS_DIR = "plots"
 TEMPLATE = "report.html.j2"
 AGGREGATE_SUFFIX = ":mean"
 
-COLUMNS = [
-    "run_id", "method", "method_hash", "protocol", "dataset", "cell", "seed", "attack", "eps", "steps",
-    "restarts", "grad_evals", "queries", "metric", "value", "status", "reason", "n_in", "n_out",
-    "fit_seconds", "attack_seconds", "profile", "split_version", "bench_version", "git_sha", "device",
-    "timestamp",
-]  # fmt: skip
 _FLOAT_COLUMNS = ("value", "eps", "fit_seconds", "attack_seconds")
 _INT_COLUMNS = ("seed", "steps", "restarts", "grad_evals", "queries", "n_in", "n_out")
 BUDGET_COLUMNS = ("steps", "restarts", "grad_evals", "queries")
@@ -168,10 +163,13 @@ def _is_na(value: Any) -> bool:
 
 
 def budget_rows(df: pd.DataFrame) -> list[dict[str, str]]:
-    """Per attack, the distinct eps (as k/255 where it fits), steps, restarts, grad_evals, queries."""
+    """Per attack, the distinct eps (as k/255 where it fits), steps, restarts, grad_evals, queries of
+    its ok rows (na rows record no spent budget and would only add zeros)."""
     out = []
     for attack in _unique(df["attack"]):
         rows = df[df["attack"] == attack]
+        if (rows["status"] == "ok").any():
+            rows = rows[rows["status"] == "ok"]
         entry = {"attack": str(attack)}
         entry["eps"] = _distinct(rows["eps"], format_eps) if "eps" in rows else "—"
         for col in BUDGET_COLUMNS:
@@ -202,6 +200,30 @@ def _percent_table(table: pd.DataFrame, df: pd.DataFrame | None = None, metric: 
             partial = f"{k} of {n} cells" if 0 < k < n else ""
             values.append({"text": text, "na": text == NA_TEXT, "partial": partial})
         out.append({"key": key, "values": values})
+    return out
+
+
+def sha_counts(df: pd.DataFrame) -> list[tuple[str, int]]:
+    """(git sha, number of rows) for every sha that produced rows, in order of first appearance."""
+    if "git_sha" not in df.columns or df.empty:
+        return []
+    counts = df["git_sha"].value_counts(sort=False).to_dict()
+    return [(str(sha), int(counts[sha])) for sha in _unique(df["git_sha"]) if sha not in ("", None)]
+
+
+def sample_rows(df: pd.DataFrame) -> list[dict[str, str]]:
+    """Test images per cell: inliers and outliers scored (the same for every method, seed and attack)."""
+    rows = df[(df["status"] == "ok") & ~_is_aggregate(df["cell"])]
+    out = []
+    for cell in _unique(rows["cell"]):
+        part = rows[rows["cell"] == cell]
+        out.append(
+            {
+                "cell": str(cell),
+                "n_in": _distinct(part["n_in"], _format_count),
+                "n_out": _distinct(part["n_out"], _format_count),
+            }
+        )
     return out
 
 
@@ -336,6 +358,20 @@ def report_context(df: pd.DataFrame, manifest: dict[str, Any], plots: list[str])
         .to_dict(orient="records")
     ]
     seeds = _unique(df["seed"]) if "seed" in df else []
+    shas = sha_counts(df)
+    invocation_shas = [
+        str(i.get("git_sha")) for i in manifest.get("invocations") or [] if isinstance(i, dict)
+    ]
+    all_shas = list(dict.fromkeys([sha for sha, _ in shas] + [s for s in invocation_shas if s]))
+    if len(shas) > 1:
+        listed = ", ".join(f"{sha} ({n} rows)" for sha, n in shas)
+        warnings = [
+            f"The rows of this run come from {len(shas)} git commits ({listed}): numbers may mix code "
+            "versions; rerun with --rerun-stale or into a new --out to get rows from one.",
+            *warnings,
+        ]
+    profile = manifest.get("profile") if isinstance(manifest.get("profile"), dict) else {}
+    cap = profile.get("max_eval_per_side")
 
     def meta(key: str) -> str:
         value = manifest.get(key)
@@ -349,7 +385,7 @@ def report_context(df: pd.DataFrame, manifest: dict[str, Any], plots: list[str])
             ("protocol", _joined(df, "protocol", config.get("protocol"))),
             ("dataset", _joined(df, "dataset", config.get("dataset"))),
             ("device", meta("device") if manifest.get("device") else _joined(df, "device")),
-            ("git sha", meta("git_sha") if manifest.get("git_sha") else _joined(df, "git_sha")),
+            ("git sha", ", ".join(all_shas) or meta("git_sha")),
             ("host", meta("host")),
             ("started", meta("started")),
             ("finished", meta("finished")),
@@ -372,6 +408,13 @@ def report_context(df: pd.DataFrame, manifest: dict[str, Any], plots: list[str])
         ],
         "na_rows": na_rows,
         "plots": plots,
+        "samples": sample_rows(df),
+        "sample_note": (
+            "every test image of the split"
+            if cap is None
+            else f"at most {cap} per side, drawn once per cell from the split version and cell id (the same "
+            "images for every method, seed and attack)"
+        ),
     }
 
 

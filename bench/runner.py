@@ -36,7 +36,7 @@ from bench.cache import DetectorCache, payload_hash
 from bench.code_version import method_dependencies, source_version
 from bench.config import Profile, get_profile, parse_overrides
 from bench.contracts import Cell, EvalSet, Method, RunContext
-from bench.datasets.oe_sources import list_oe_sources, load_oe_source
+from bench.datasets.oe_sources import check_oe_source, list_oe_sources, load_oe_source
 from bench.detector import Detector
 from bench.errors import BadInput, NotApplicable
 from bench.metrics import METRICS, detection_metrics, id_acc
@@ -61,6 +61,7 @@ class RunSpec:
     settings: list[str] = field(default_factory=list)  # "method.field=value" / "attack.field=value"
     oe: str | None = None  # auxiliary-outlier source (bench.datasets.oe_sources); None: the dataset's default
     command: str = ""
+    rerun_stale: bool = False  # recompute the finished units whose code has changed since (else: refuse)
 
 
 @dataclass
@@ -75,9 +76,17 @@ class RunPlan:
     methods: dict[str, Method]
     attack_settings: dict[str, dict[str, Any]]
     attacks: list[str]
+    dataset: Any = None  # the ImageDataset (arrays only; no cell, OE pool or OOD set is built by planning)
+    stale: list[Unit] = field(default_factory=list)  # finished units whose method or attack code changed
 
     def attack(self, name: str, seed: int) -> Attack:
         return ATTACKS.get(name).from_profile(self.profile, seed=seed, **self.attack_settings[name])
+
+    def attack_config(self, name: str) -> dict[str, Any]:
+        """Every field of attack ``name`` as this run resolves it (profile budget + --set), seed aside."""
+        config = dataclasses.asdict(self.attack(name, 0))
+        config.pop("seed", None)
+        return config
 
     def config(self) -> dict[str, Any]:
         return {
@@ -130,7 +139,12 @@ def with_oe_source(dataset, oe: str | None):
 
 
 def plan_run(spec: RunSpec) -> RunPlan:
-    """Validate a RunSpec; raises BadInput naming the bad value. Writes nothing."""
+    """Validate a RunSpec; raises BadInput naming the bad value. Writes nothing.
+
+    Besides names and values it checks every file and folder the run will read (the dataset's converted
+    files, the OE source, each backbone) and compares the finished units of an existing run folder with
+    the current code, so a run that would fail or mix code versions fails here, before any write, and a
+    dry run reports the same error."""
     if not spec.methods:
         raise BadInput(f"no method given; accepted: {', '.join(METHODS.names())}")
     for name in spec.methods:
@@ -188,7 +202,82 @@ def plan_run(spec: RunSpec) -> RunPlan:
             f"--out {str(run_dir)!r} holds a run with a different configuration; "
             "accepted: the same command that started it, or a new --out"
         )
+    plan.dataset = prepare_dataset(spec)
+    for name, method in methods.items():
+        check_method_files(name, method)
+    plan.stale = stale_units(plan)
+    if plan.stale and not spec.rerun_stale:
+        raise BadInput(
+            f"--out {str(run_dir)!r} has {len(plan.stale)} finished unit(s) computed by other code "
+            f"({describe_units(plan.stale)}); accepted: --rerun-stale to recompute exactly those units, "
+            "or a new --out"
+        )
     return plan
+
+
+def prepare_dataset(spec: RunSpec):
+    """The dataset with its OE source, after checking (cheaply) that their files exist."""
+    builder = DATASETS.get(spec.dataset)
+    preflight = getattr(builder, "preflight", None)
+    if preflight is not None:
+        preflight()
+    dataset = with_oe_source(builder(), spec.oe)
+    name = spec.oe or default_oe_name(dataset)
+    if name is not None:
+        check_oe_source(name)
+    return dataset
+
+
+def default_oe_name(dataset) -> str | None:
+    """The registered OE source behind ``dataset.oe_source`` (None when it is not one)."""
+    source = dataset.oe_source
+    if isinstance(source, functools.partial) and source.func is load_oe_source and source.args:
+        return str(source.args[0])
+    return None
+
+
+def check_method_files(name: str, method: Method) -> None:
+    """Every backbone a method's ``*_backbone`` fields name exists (BadInput with the fix otherwise)."""
+    for f in dataclasses.fields(method):
+        if f.name.endswith("_backbone"):
+            from bench.backbones import check_backbone
+
+            try:
+                check_backbone(getattr(method, f.name))
+            except BadInput as error:
+                raise BadInput(f"{name}.{f.name}: {error}") from None
+
+
+def describe_units(units: list[Unit], limit: int = 4) -> str:
+    shown = ", ".join(f"{u.method} {u.cell} seed {u.seed} {u.attack}" for u in units[:limit])
+    return shown + (f" and {len(units) - limit} more" if len(units) > limit else "")
+
+
+def attack_hash(plan: RunPlan, name: str) -> str:
+    """Hash of (attack, its resolved fields, the source of its module's bench import closure)."""
+    from bench.code_version import source_version
+
+    cls = ATTACKS.get(name)
+    return payload_hash(
+        {"attack": name, "config": plan.attack_config(name), "code": source_version(cls.__module__)}, 12
+    )
+
+
+def stale_units(plan: RunPlan) -> list[Unit]:
+    """Finished units of the run folder whose rows carry another method or attack hash than the current
+    code's (rows written before ``attack_hash`` existed count as stale)."""
+    store = ResultStore(plan.run_dir)
+    if not store.results_path.is_file():
+        return []
+    current_method = {name: method_hash(plan, name) for name in plan.methods}
+    current_attack = {name: attack_hash(plan, name) for name in plan.attacks}
+    stale = []
+    for (method, cell, seed, attack), hashes in sorted(store.unit_hashes().items()):
+        if method not in current_method or attack not in current_attack:
+            continue
+        if hashes != {(current_method[method], current_attack[attack])}:
+            stale.append(Unit(method, cell, seed, attack))
+    return stale
 
 
 def _build(cls, settings: dict[str, Any], name: str):
@@ -306,11 +395,13 @@ class Runner:
         self.protocol = PROTOCOLS.get(plan.spec.protocol)()
 
     def pending_units(self) -> tuple[list[Unit], list[Unit]]:
-        """(all expected units, those without rows yet)."""
-        self.dataset = with_oe_source(DATASETS.get(self.plan.spec.dataset)(), self.plan.spec.oe)
+        """(all expected units, those without rows yet or stale and to be recomputed)."""
+        self.dataset = self.plan.dataset if self.plan.dataset is not None else prepare_dataset(self.plan.spec)
         units = expected_units(self.plan, self.dataset, self.protocol)
         done = self.store.finished_units()
-        return units, [u for u in units if (u.method, u.cell, u.seed, u.attack) not in done]
+        stale = {(u.method, u.cell, u.seed, u.attack) for u in self.plan.stale}
+        key = lambda u: (u.method, u.cell, u.seed, u.attack)  # noqa: E731
+        return units, [u for u in units if key(u) not in done or key(u) in stale]
 
     def run(self) -> dict[str, Any]:
         plan = self.plan
@@ -369,6 +460,9 @@ class Runner:
             "warnings": [],
         }
         manifest["finished"] = None
+        # the attacks as run (every field, e.g. a3's search_fraction) and the code hashes of this
+        # invocation; rows carry the same method_hash / attack_hash
+        manifest["attacks"] = {name: plan.attack_config(name) for name in plan.attacks}
         manifest["invocations"].append(
             {
                 "command": plan.spec.command or " ".join(sys.argv),
@@ -376,7 +470,10 @@ class Runner:
                 "finished": None,
                 "units_total": n_units,
                 "units_pending": n_pending,
+                "units_rerun_stale": len(plan.stale),
                 "git_sha": self.git_sha,
+                "method_hashes": {name: method_hash(plan, name) for name in plan.methods},
+                "attack_hashes": {name: attack_hash(plan, name) for name in plan.attacks},
             }
         )
         self.store.write_manifest(manifest)
@@ -432,8 +529,11 @@ class Runner:
             self._write_artifacts(method_name, cell, seed)
         clean_scores: dict[str, np.ndarray] = {}
         for attack_name in attacks:
+            unit = (method_name, cell.cell_id, seed, attack_name)
             if detector is None:
-                self.store.append_rows(self._na_rows(method_name, cell, seed, attack_name, reason))
+                self.store.replace_unit_rows(
+                    unit, self._na_rows(method_name, cell, seed, attack_name, reason)
+                )
                 yield attack_name
                 continue
             attack = self.plan.attack(attack_name, seed)
@@ -455,8 +555,8 @@ class Runner:
             attack_seconds = time.perf_counter() - started
             self._note_warnings(method_name, cell, seed, attack)
             self.store.save_scores(method_name, cell.cell_id, seed, attack_name, arrays)
-            self.store.append_rows(
-                self._ok_rows(method_name, cell, seed, attack, rows, fit_seconds, attack_seconds)
+            self.store.replace_unit_rows(
+                unit, self._ok_rows(method_name, cell, seed, attack, rows, fit_seconds, attack_seconds)
             )
             yield attack_name
 
@@ -492,6 +592,7 @@ class Runner:
             "dataset": self.plan.spec.dataset,
             "seed": seed,
             "attack": attack.registry_name,
+            "attack_hash": attack_hash(self.plan, attack.registry_name),
             "eps": self.dataset.eps if attack.uses_eps else 0.0,
             "steps": budget.steps,
             "restarts": budget.restarts,

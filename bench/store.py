@@ -25,6 +25,7 @@ COLUMNS = [
     "cell",
     "seed",
     "attack",
+    "attack_hash",
     "eps",
     "steps",
     "restarts",
@@ -46,13 +47,19 @@ COLUMNS = [
     "timestamp",
 ]
 
+# Columns of results.csv before ``attack_hash`` existed; such files are still read, and every unit in
+# them counts as stale (its attack code is unknown).
+LEGACY_COLUMNS = [c for c in COLUMNS if c != "attack_hash"]
+
 AGGREGATE_SUFFIX = ":mean"  # cells named "<cell>:mean" hold the mean over a cell's evaluation sets
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename; the file is 0644 (shareable)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes it 0600: results are meant to be read and served
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -82,24 +89,40 @@ class ResultStore:
             return []
         with self.results_path.open(newline="") as handle:
             reader = csv.DictReader(handle)
-            if reader.fieldnames is not None and list(reader.fieldnames) != COLUMNS:
+            if reader.fieldnames is not None and list(reader.fieldnames) not in (COLUMNS, LEGACY_COLUMNS):
                 raise ValueError(f"{self.results_path} has unexpected columns {reader.fieldnames}")
-            return list(reader)
+            return [{column: row.get(column, "") for column in COLUMNS} for row in reader]
 
     def finished_units(self) -> set[tuple[str, str, int, str]]:
         """(method, cell, seed, attack) of every unit that has rows."""
-        return {(r["method"], unit_of(r["cell"]), int(r["seed"]), r["attack"]) for r in self.read_rows()}
+        return set(self.unit_hashes())
+
+    def unit_hashes(self) -> dict[tuple[str, str, int, str], set[tuple[str, str]]]:
+        """(method, cell, seed, attack) -> the (method_hash, attack_hash) pairs found in its rows."""
+        found: dict[tuple[str, str, int, str], set[tuple[str, str]]] = {}
+        for r in self.read_rows():
+            key = (r["method"], unit_of(r["cell"]), int(r["seed"]), r["attack"])
+            found.setdefault(key, set()).add((r["method_hash"], r["attack_hash"]))
+        return found
 
     def append_rows(self, rows: list[dict[str, Any]]) -> None:
         """Append the rows of one finished unit (rewrites the file atomically)."""
-        existing = self.results_path.read_bytes() if self.results_path.exists() else b""
+        self.replace_unit_rows(None, rows)
+
+    def replace_unit_rows(self, unit: tuple[str, str, int, str] | None, rows: list[dict[str, Any]]) -> None:
+        """Drop the rows of ``unit`` (method, cell, seed, attack; None: none) and append ``rows``, in one
+        atomic rewrite, so a reader sees either the old rows or the new ones."""
+        kept = self.read_rows()
+        if unit is not None:
+            kept = [r for r in kept if (r["method"], unit_of(r["cell"]), int(r["seed"]), r["attack"]) != unit]
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n", extrasaction="raise")
-        if not existing:
-            writer.writeheader()
+        writer.writeheader()
+        for row in kept:
+            writer.writerow(row)
         for row in rows:
             writer.writerow({column: _format(row.get(column, "")) for column in COLUMNS})
-        atomic_write_bytes(self.results_path, existing + buffer.getvalue().encode())
+        atomic_write_bytes(self.results_path, buffer.getvalue().encode())
 
     # scores/ -----------------------------------------------------------------------------------
     def save_scores(

@@ -34,6 +34,9 @@ class ImageDataset:
     # What each class is called in text prompts (CLIP methods, RODEO's label search), e.g. "digit seven"
     # for class "7"; None: the class names themselves.
     class_prompts: list[str] | None = None
+    # Name -> size of each set ``ood_suite`` generates, declared so a dry run can count test images
+    # without generating them (a test checks the declaration against the suite).
+    ood_set_sizes: dict[str, int] | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

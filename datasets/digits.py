@@ -21,6 +21,7 @@ IMAGE_SHAPE = (1, 8, 8)
 TEST_FRACTION = 0.3
 SPLIT_SEED = 0
 MAX_PIXEL_VALUE = 16  # each pixel counts the ON pixels of a 4 x 4 block of a 32 x 32 bitmap
+OOD_SET_SIZE = 500  # images per OOD test set (glyphs, terrain, noise)
 
 
 @functools.cache
@@ -73,7 +74,8 @@ def digits() -> ImageDataset:
         # class 5, against 0.59 and 0.47 with natural-image patches (quick profile). ``--oe
         # natural-patches`` (or any source of bench.datasets.oe_sources) replaces them.
         oe_source=functools.partial(load_oe_source, "glyph-letters", shape=IMAGE_SHAPE),
-        ood_suite=functools.partial(digits_ood_suite, shape=IMAGE_SHAPE),
+        ood_suite=functools.partial(digits_ood_suite, shape=IMAGE_SHAPE, size=OOD_SET_SIZE),
+        ood_set_sizes={name: OOD_SET_SIZE for name in ("glyphs", "terrain", "noise")},
         notes={
             "data": "scikit-learn load_digits(); pixel counts 0..16 divided by 16",
             "split": f"train_test_split(test_size={TEST_FRACTION}, stratify=labels, "

@@ -42,22 +42,37 @@ from bench.errors import BadInput
 
 OESourceFn = Callable[..., OutlierSource]  # fn(pool_size, seed, shape, root) -> OutlierSource
 OE_SOURCES: dict[str, OESourceFn] = {}
+OE_CHECKS: dict[str, Callable[[Path], None]] = {}  # name -> check(root): the files exist, or BadInput
 
 RANDOM_IMAGES_FILE = "300K_random_images.npy"
 TINY_IMAGENET_DIR = "tiny-imagenet-200"
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, PIL's RGB -> L conversion
 
 
-def register_oe_source(name: str) -> Callable[[OESourceFn], OESourceFn]:
-    """Register ``fn(pool_size, seed, shape, root) -> OutlierSource`` under ``name``."""
+def register_oe_source(
+    name: str, check: Callable[[Path], None] | None = None
+) -> Callable[[OESourceFn], OESourceFn]:
+    """Register ``fn(pool_size, seed, shape, root) -> OutlierSource`` under ``name``. ``check(root)``,
+    for sources read from disk, raises BadInput naming the missing file or folder without loading it: a
+    run calls it while planning, before it writes anything (and a dry run reports the same error)."""
 
     def decorator(fn: OESourceFn) -> OESourceFn:
         if name in OE_SOURCES:
             raise ValueError(f"OE source {name!r} is registered twice")
         OE_SOURCES[name] = fn
+        if check is not None:
+            OE_CHECKS[name] = check
         return fn
 
     return decorator
+
+
+def check_oe_source(name: str, root: str | Path | None = None) -> None:
+    """Raise BadInput if source ``name`` is unknown or its files are missing (cheap: loads nothing)."""
+    if name not in OE_SOURCES:
+        raise BadInput(f"unknown OE source {name!r}; accepted: {', '.join(OE_SOURCES)}")
+    if name in OE_CHECKS:
+        OE_CHECKS[name](Path(root) if root is not None else default_data_root())
 
 
 def list_oe_sources() -> list[str]:
@@ -117,14 +132,19 @@ def _draw(rng: np.random.Generator, available: int, pool_size: int, what: str) -
     return np.sort(rng.choice(available, size=pool_size, replace=False))
 
 
-@register_oe_source("300k-random-images")
-def random_images_300k(pool_size: int, seed: int, shape: tuple[int, int, int], root: Path) -> OutlierSource:
+def _check_random_images(root: Path) -> None:
     path = Path(root) / RANDOM_IMAGES_FILE
     if not path.is_file():
         raise BadInput(
             f"300k-random-images: expected {path} (uint8 array N x 32 x 32 x 3); download it from the "
             "Outlier Exposure authors and place it there (or point BENCH_DATA at its folder)"
         )
+
+
+@register_oe_source("300k-random-images", check=_check_random_images)
+def random_images_300k(pool_size: int, seed: int, shape: tuple[int, int, int], root: Path) -> OutlierSource:
+    _check_random_images(root)
+    path = Path(root) / RANDOM_IMAGES_FILE
     array = np.load(path, mmap_mode="r", allow_pickle=False)
     if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
         raise BadInput(
@@ -150,20 +170,31 @@ def _tiny_imagenet_paths(train: Path) -> list[Path]:
     return paths
 
 
-@register_oe_source("tiny-imagenet")
-def tiny_imagenet(pool_size: int, seed: int, shape: tuple[int, int, int], root: Path) -> OutlierSource:
-    from PIL import Image
-
+def _tiny_imagenet_layout(root: Path) -> str:
     train = Path(root) / TINY_IMAGENET_DIR / "train"
-    layout = (
+    return (
         f"tiny-imagenet: expected the folder {train} laid out as <wnid>/images/*.JPEG (the official "
         f"tiny-imagenet-200 release); download and unzip it under {Path(root)} (or set BENCH_DATA)"
     )
-    if not train.is_dir():
-        raise BadInput(layout)
+
+
+def _check_tiny_imagenet(root: Path) -> None:
+    train = Path(root) / TINY_IMAGENET_DIR / "train"
+    has_images = train.is_dir() and any(
+        folder.is_dir() and any(p.suffix == ".JPEG" for p in folder.iterdir())
+        for folder in (wnid / "images" for wnid in train.iterdir())
+    )
+    if not has_images:
+        raise BadInput(_tiny_imagenet_layout(root))
+
+
+@register_oe_source("tiny-imagenet", check=_check_tiny_imagenet)
+def tiny_imagenet(pool_size: int, seed: int, shape: tuple[int, int, int], root: Path) -> OutlierSource:
+    from PIL import Image
+
+    _check_tiny_imagenet(root)
+    train = Path(root) / TINY_IMAGENET_DIR / "train"
     paths = _tiny_imagenet_paths(train)
-    if not paths:
-        raise BadInput(layout)
     chosen = _draw(np.random.default_rng(seed), len(paths), pool_size, str(train))
     images = torch.empty((pool_size, *shape), dtype=torch.float32)
     for i, index in enumerate(chosen):

@@ -215,10 +215,47 @@ def test_protocol_registry():
     assert set(PROTOCOLS.names()) == {"nd", "osr", "ood"}
 
 
-def test_different_seeds_change_the_oe_pool_but_not_the_split(dataset, quick):
-    first = next(iter(get_protocol("nd").cells(dataset, quick, 0)))
-    second = next(iter(get_protocol("nd").cells(dataset, quick, 1)))
+@pytest.mark.parametrize("name", ["nd", "osr", "ood"])
+def test_seeds_share_the_capped_test_sample_but_not_the_oe_pool(name, dataset):
+    """With the quick profile's cap (a real subsample), every seed scores the same test images: the
+    sample depends on the split version and cell only. The OE pool is the seed's own."""
+    quick = get_profile("quick")
+    assert quick.max_eval_per_side is not None
+    first = next(iter(get_protocol(name).cells(dataset, quick, 0)))
+    second = next(iter(get_protocol(name).cells(dataset, quick, 1)))
     assert torch.equal(first.task.images, second.task.images)
-    assert torch.equal(first.evalsets[0].images, second.evalsets[0].images)
+    for x, y in zip(first.evalsets, second.evalsets, strict=True):
+        assert x.n_in <= quick.max_eval_per_side and x.n_out <= quick.max_eval_per_side
+        assert torch.equal(x.images, y.images) and torch.equal(x.is_outlier, y.is_outlier)
     assert not torch.equal(first.task.oe.images, second.task.oe.images)
     assert first.task.fingerprint() != second.task.fingerprint()
+
+
+def test_capped_sample_differs_between_cells_and_split_versions(dataset):
+    """The sample seed is a function of (split version, cell): other cells and other versions draw
+    other samples."""
+    nd = get_protocol("nd")
+    seeds = {nd.sample_seed(dataset, cell) for cell in nd.cell_ids(dataset, get_profile("quick"), 0)}
+    assert len(seeds) == dataset.num_classes
+    renamed = dataclasses.replace(dataset, split_version="digits-v999")
+    assert nd.sample_seed(renamed, "class0") != nd.sample_seed(dataset, "class0")
+
+
+@pytest.mark.parametrize("name", ["nd", "osr", "ood"])
+@pytest.mark.parametrize("profile_name", ["quick", "ci"])
+def test_cell_sizes_match_the_built_cells(name, profile_name, dataset):
+    """What a dry run shows (counted from labels, nothing built) is what the cells hold."""
+    profile = get_profile(profile_name)
+    protocol = get_protocol(name)
+    sizes = protocol.cell_sizes(dataset, profile)
+    cells = list(protocol.cells(dataset, profile, 0))
+    assert [s[0] for s in sizes] == [c.cell_id for c in cells]
+    for (_, n_train, n_in, n_out), cell in zip(sizes, cells, strict=True):
+        assert n_train == len(cell.task.images)
+        assert n_in == cell.evalsets[0].n_in
+        assert n_out == sum(e.n_out for e in cell.evalsets)
+
+
+def test_declared_ood_set_sizes_match_the_suite(dataset):
+    suite = dataset.ood_suite(0)
+    assert {name: len(images) for name, images in suite} == dataset.ood_set_sizes

@@ -10,13 +10,8 @@ from pathlib import Path
 import pytest
 
 from bench import report
+from bench.store import COLUMNS
 
-COLUMNS = [
-    "run_id", "method", "method_hash", "protocol", "dataset", "cell", "seed", "attack", "eps", "steps",
-    "restarts", "grad_evals", "queries", "metric", "value", "status", "reason", "n_in", "n_out",
-    "fit_seconds", "attack_seconds", "profile", "split_version", "bench_version", "git_sha", "device",
-    "timestamp",
-]  # fmt: skip
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 RUN_FILES = ["manifest.json", "plots", "report.html", "results.csv"]
 EVIL = "<script>alert(1)</script>"

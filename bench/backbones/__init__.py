@@ -232,6 +232,29 @@ def _embedded_files(name: str, weights_dir: str | Path | None) -> tuple[Path, Pa
     return weights, config
 
 
+def check_backbone(name: str) -> None:
+    """Raise BadInput, with the same one line a load would give, when backbone ``name`` (embedded,
+    ``hub-clip:...`` or ``hub-ddpm:...``) names no known form or its files are missing. Loads nothing:
+    a run calls it while planning, before it writes anything."""
+    if not isinstance(name, str):
+        raise BadInput(f"bad backbone name {name!r}")
+    if name.startswith(HUB_CLIP_PREFIX):
+        from bench.backbones.hub import check_hub_clip
+
+        check_hub_clip(name)
+    elif name.startswith(HUB_DDPM_PREFIX):
+        from bench.backbones.hub import check_hub_ddpm
+
+        check_hub_ddpm(name)
+    elif name in (EMBEDDED_CLIP, EMBEDDED_DDPM):
+        _embedded_files(name, None)
+    else:
+        raise BadInput(
+            f"unknown backbone {name!r}; accepted: {EMBEDDED_CLIP}, {EMBEDDED_DDPM}, "
+            f"{HUB_CLIP_PREFIX}<open_clip model name>@<checkpoint file>, {HUB_DDPM_PREFIX}<diffusers folder>"
+        )
+
+
 def load_clip(
     name: str = EMBEDDED_CLIP, *, device="cpu", weights_dir: str | Path | None = None
 ) -> ClipBackbone:

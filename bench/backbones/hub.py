@@ -76,6 +76,34 @@ def parse_hub_clip(spec: str) -> tuple[str, Path]:
     return model_name, Path(checkpoint).expanduser()
 
 
+def _missing_clip_checkpoint(model_name: str, checkpoint: Path) -> BadInput:
+    return BadInput(
+        f"hub CLIP checkpoint {checkpoint} does not exist: put the open_clip checkpoint of {model_name} "
+        "there (a state dict file saved with torch.save or safetensors, e.g. open_clip_pytorch_model.bin)"
+    )
+
+
+def check_hub_clip(spec: str) -> None:
+    """The spec parses and its checkpoint file exists (BadInput otherwise); loads nothing."""
+    model_name, checkpoint = parse_hub_clip(spec)
+    if not checkpoint.is_file():
+        raise _missing_clip_checkpoint(model_name, checkpoint)
+
+
+def check_hub_ddpm(spec: str) -> None:
+    """The folder holds a UNet config, UNet weights and a scheduler config (BadInput otherwise)."""
+    _ddpm_files(_hub_ddpm_folder(spec))
+
+
+def _hub_ddpm_folder(spec: str) -> Path:
+    folder = Path(spec[len(HUB_DDPM_PREFIX) :]).expanduser()
+    if not str(folder).strip() or spec == HUB_DDPM_PREFIX:
+        raise BadInput(
+            f"bad hub DDPM spec {spec!r}; accepted: {HUB_DDPM_PREFIX}<path to a local diffusers folder>"
+        )
+    return folder
+
+
 def load_hub_clip(spec: str) -> ClipBackbone:
     import open_clip
 
@@ -89,10 +117,7 @@ def load_hub_clip(spec: str) -> ClipBackbone:
             f"open_clip.list_models() (e.g. {examples})"
         )
     if not checkpoint.is_file():
-        raise BadInput(
-            f"hub CLIP checkpoint {checkpoint} does not exist: put the open_clip checkpoint of {model_name} "
-            "there (a state dict file saved with torch.save or safetensors, e.g. open_clip_pytorch_model.bin)"
-        )
+        raise _missing_clip_checkpoint(model_name, checkpoint)
     with offline():
         try:
             model = open_clip.create_model(model_name, pretrained=str(checkpoint), device="cpu")
@@ -142,11 +167,7 @@ def _ddpm_files(folder: Path) -> tuple[Path, Path]:
 
 
 def load_hub_ddpm(spec: str) -> DiffusionBackbone:
-    folder = Path(spec[len(HUB_DDPM_PREFIX) :]).expanduser()
-    if not str(folder).strip() or spec == HUB_DDPM_PREFIX:
-        raise BadInput(
-            f"bad hub DDPM spec {spec!r}; accepted: {HUB_DDPM_PREFIX}<path to a local diffusers folder>"
-        )
+    folder = _hub_ddpm_folder(spec)
     unet_dir, scheduler_dir = _ddpm_files(folder)
     class_name = json.loads((unet_dir / "config.json").read_text()).get("_class_name", "UNet2DModel")
     if class_name != "UNet2DModel":
