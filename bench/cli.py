@@ -328,6 +328,56 @@ def data_verify_command(names) -> None:
         click.echo(line)
 
 
+@cli.command("report")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("site"), show_default=True, help="Site folder."
+)
+@click.option(
+    "--published",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder of published-number CSVs (default: results/published when it exists).",
+)
+@click.option("--no-plots", is_flag=True, help="Skip the plots (tables only; much faster).")
+def report_command(runs, out, published, no_plots) -> None:
+    """Build the static leaderboard site from run folders (or results CSV files) into --out."""
+    from bench.site import build_site
+
+    if published is None and Path("results/published").is_dir():
+        published = Path("results/published")
+    elif published is not None and not published.is_dir():
+        raise BadInput(f"--published {published} is not a folder; accepted: a folder of CSV files")
+    started = time.perf_counter()
+    result = build_site(list(runs), out, published_dir=published, plots=not no_plots)
+    click.echo(
+        f"site: {len(result.pages)} pages, {result.files} files, {result.bytes / 1e6:.1f} MB in "
+        f"{time.perf_counter() - started:.1f} s; open {result.out / 'index.html'}"
+    )
+
+
+@cli.command("compare")
+@click.argument("baseline", type=click.Path(path_type=Path))
+@click.argument("candidate", type=click.Path(path_type=Path))
+@click.option(
+    "--tolerance", default="0.02", show_default=True, help="AUROC drop that counts as a regression."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON object instead.")
+def compare_command(baseline, candidate, tolerance, as_json) -> None:
+    """Match rows on (method, protocol, dataset, cell, seed, attack, metric); exit 1 on an AUROC regression
+    beyond --tolerance or a row missing on either side."""
+    from bench.compare import compare, format_text
+
+    try:
+        tol = float(tolerance)
+    except ValueError:
+        raise BadInput(f"bad --tolerance {tolerance!r}; accepted: a number >= 0") from None
+    result = compare(baseline, candidate, tol)
+    click.echo(result.to_json() if as_json else format_text(result))
+    if not result.ok:
+        sys.exit(1)  # click's ctx.exit() would be swallowed by main()'s standalone_mode=False
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one-line errors and exit code 2 for bad input."""
     try:

@@ -38,11 +38,16 @@ NA_TEXT = "n/a"
 
 def load_results(run_dir: Path) -> pd.DataFrame:
     """Read ``run_dir/results.csv``: text columns stay text, value/eps float, seed and budgets int."""
-    import pandas as pd
-
     path = Path(run_dir) / RESULTS_FILE
     if not path.is_file():
         raise BadInput(f"no {RESULTS_FILE} in {run_dir}")
+    return read_results_file(path)
+
+
+def read_results_file(path: Path) -> pd.DataFrame:
+    """Read a tidy results CSV at ``path`` (any name) with the dtypes of :func:`load_results`."""
+    import pandas as pd
+
     try:
         # Everything as text first, so that a method called "NA" or an empty reason stays a string.
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
