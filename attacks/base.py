@@ -10,7 +10,6 @@ passes) and ``queries`` (forward-only score evaluations).
 
 from __future__ import annotations
 
-import itertools
 import warnings
 from dataclasses import dataclass, fields
 from typing import ClassVar
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from bench.config import Profile
-from bench.detector import Detector
+from bench.detector import Detector, detector_device  # noqa: F401  (re-exported for the attacks)
 from bench.errors import BadInput
 
 
@@ -54,14 +53,6 @@ def check_positive(name: str, **values: int) -> None:
 def objective_sign(is_outlier: torch.Tensor) -> torch.Tensor:
     """+1 for inliers (push the score up), -1 for outliers (push it down)."""
     return 1.0 - 2.0 * is_outlier.float()
-
-
-def detector_device(detector: nn.Module, x: torch.Tensor) -> torch.device:
-    """The device an attack evaluates ``detector`` on: that of its first parameter, else of its first
-    buffer, else (an analytic score with neither, e.g. the mean pixel value) that of the input ``x``."""
-    for tensor in itertools.chain(detector.parameters(), detector.buffers()):
-        return tensor.device
-    return x.device
 
 
 def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:

@@ -4,6 +4,7 @@ anomalous), differentiable in the input, saved as safetensors + JSON (never pick
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -13,6 +14,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 DETECTOR_CLASSES: dict[str, type[Detector]] = {}
+
+
+def detector_device(detector: nn.Module, x: torch.Tensor | None = None) -> torch.device:
+    """The device ``detector`` runs on: that of its first parameter, else of its first buffer, else (an
+    analytic score with neither, e.g. the mean pixel value) that of the input ``x`` (or the CPU)."""
+    for tensor in itertools.chain(detector.parameters(), detector.buffers()):
+        return tensor.device
+    return x.device if x is not None else torch.device("cpu")
 
 
 def detector_class(cls: type[Detector]) -> type[Detector]:
@@ -48,7 +57,7 @@ class Detector(nn.Module):
     def score(self, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
         """Scores of a whole tensor in eval mode, in batches, without building a graph."""
         self.eval()
-        device = next(self.parameters()).device
+        device = detector_device(self, x)
         parts = [self(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
         return torch.cat(parts) if parts else torch.empty(0)
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 import bench
-from bench.attacks.base import Attack
+from bench.attacks.base import Attack, detector_device
 from bench.cache import DetectorCache, payload_hash
 from bench.code_version import method_dependencies, source_version
 from bench.config import Profile, get_profile, parse_overrides
@@ -574,7 +574,7 @@ class Runner:
     def _id_accuracy(detector: Detector, x_adv: torch.Tensor, evalset: EvalSet) -> float:
         inliers = ~evalset.is_outlier
         with torch.inference_mode():
-            device = next(detector.parameters()).device
+            device = detector_device(detector, x_adv)  # a detector may have no parameters
             logits = detector.classify(x_adv[inliers].to(device))
         return id_acc(logits.argmax(dim=1).cpu().numpy(), evalset.labels[inliers].numpy())
 

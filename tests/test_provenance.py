@@ -258,3 +258,40 @@ def test_report_names_every_commit_and_flags_mixed_rows(tiny):
     assert "Test images per cell" in html and "Metric conventions" in html
     manifest = json.loads((plan.run_dir / "manifest.json").read_text())
     assert manifest["invocations"][0]["git_sha"] == rows[-1]["git_sha"]
+
+
+class BareDetector(Detector):
+    """An analytic score with no parameter and no buffer (the runner must not ask for its device)."""
+
+    classifies = True
+
+    def config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1).mean(1)
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([x.flatten(1).mean(1), -x.flatten(1).mean(1)], dim=1)
+
+
+class BareMethod(Method):
+    def fit(self, task, ctx):
+        return BareDetector()
+
+
+def test_a_parameterless_detector_runs_through_the_runner(monkeypatch, tmp_path):
+    monkeypatch.setattr(OpenSetRecognition, "cell_ids", lambda self, dataset, profile, seed: ["split0"])
+    monkeypatch.setitem(METHODS._items, "bare", BareMethod)
+    monkeypatch.setitem(DETECTOR_CLASSES, "BareDetector", BareDetector)
+    spec = RunSpec(
+        methods=["bare"], protocol="osr", profile="ci", attacks=["clean", "pgd"], out=tmp_path / "r"
+    )
+    Runner(plan_run(spec), cache=DetectorCache(tmp_path / "cache")).run()
+    rows = read_rows(tmp_path / "r")
+    assert {r["status"] for r in rows} == {"ok"}
+    assert {r["metric"] for r in rows} >= {"auroc", "id_acc"}
