@@ -148,6 +148,12 @@ def combine(sources: list[Source]) -> pd.DataFrame:
         ]
         frames.append(frame)
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*COLUMNS, "_source"])
+    # Rows without a manifest (a bare CSV) join the one recorded configuration of their (method, profile).
+    known = df[df["_hyper"] != ""].groupby(["method", "profile"])["_hyper"].unique()
+    for (method, profile), hypers in known.items():
+        if len(hypers) == 1:
+            unknown = (df["method"] == method) & (df["profile"] == profile) & (df["_hyper"] == "")
+            df.loc[unknown, "_hyper"] = hypers[0]
     key = ["method", "profile", "_hyper", "protocol", "dataset", "cell", "seed", "attack", "eps", "metric"]
     superseded = df.duplicated(key, keep="last")
     for i, count in df[superseded].groupby("_source").size().items():
@@ -169,8 +175,9 @@ def _entry_labels(df: pd.DataFrame) -> list[str]:
             labels[(method, profile, hypers[0])] = str(method)
             continue
         parsed = [json.loads(h) if h else None for h in hypers]
-        keys = sorted({k for p in parsed if isinstance(p, dict) for k in p})
-        differing = [k for k in keys if len({json.dumps((p or {}).get(k), default=str) for p in parsed}) > 1]
+        recorded = [p for p in parsed if isinstance(p, dict)]
+        keys = sorted({k for p in recorded for k in p})
+        differing = [k for k in keys if len({json.dumps(p.get(k), default=str) for p in recorded}) > 1]
         for hyper, p in zip(hypers, parsed, strict=True):
             if p is None:
                 variant = "hyperparameters not recorded"

@@ -177,6 +177,20 @@ def test_single_seed_has_no_std_and_partial_cells_are_flagged(tmp_path):
     assert oe["drop"].best and not atom["drop"].best  # the lowest drop is best
 
 
+def test_configurations_are_separate_rows_and_repeats_count_once(tmp_path):
+    r1 = make_run(tmp_path / "r1", atom_rows(), methods_config={"atom": {"steps": 5, "lr": 0.1}})
+    r2 = make_run(tmp_path / "r2", atom_rows(run_id="r2"), methods_config={"atom": {"steps": 10, "lr": 0.1}})
+    board = site.leaderboard(site.combine([site.load_source(r1), site.load_source(r2)]))
+    assert [r["entry"] for r in board.rows] == ["atom [steps=5]", "atom [steps=10]"]
+    # the same rows again as a bare CSV (no manifest): they join the one recorded configuration and
+    # replace the earlier copy instead of counting twice
+    sources = [site.load_source(r1), site.load_source(r1 / "results.csv", 1)]
+    df = site.combine(sources)
+    assert sources[0].superseded == len(atom_rows()) and len(df) == len(atom_rows())
+    (atom,) = site.leaderboard(df).rows
+    assert atom["entry"] == "atom" and atom["values"]["clean"].mean == pytest.approx(0.75)
+
+
 def test_na_reason_once_per_method(frame):
     msp = next(r for r in site.leaderboard(frame).rows if r["method"] == "msp")
     assert msp["na"] == f"n/a on 2 of 2 cells: {NA_REASON}"
