@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.bench-installed
 
-.PHONY: setup run test test-slow bench-speed lint format
+.PHONY: setup run site test test-slow bench-speed lint format
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,21 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/bench run --methods msp energy oe --protocol nd
+	$(BIN)/bench run --methods rodeo atom --protocol nd
+	@dir=$$(COLUMNS=500 $(BIN)/bench run --methods rodeo atom --protocol nd --dry-run | sed -n 's/.*output: //p'); \
+	echo "report of this run: $$dir/report.html"; \
+	echo "leaderboard site:   $(BIN)/bench report $$dir --out site   (then open site/index.html)"
+
+# The leaderboard site of the committed results (results/reference/*, results/baseline/*.csv) in site/.
+SITE_INPUTS = $(wildcard results/reference/*/results.csv) $(wildcard results/baseline/*.csv)
+site: $(STAMP)
+	@if [ -z "$(strip $(SITE_INPUTS))" ]; then \
+		echo "make site: no committed results: neither results/reference/*/results.csv nor results/baseline/*.csv exists"; \
+		echo "  build a site of your own runs with: $(BIN)/bench report results/runs/<run_id> --out site"; \
+		exit 1; \
+	fi
+	$(BIN)/bench report $(patsubst %/results.csv,%,$(filter %/results.csv,$(SITE_INPUTS))) \
+		$(filter-out %/results.csv,$(SITE_INPUTS)) --out site
 
 test: $(STAMP)
 	$(BIN)/ruff check .
