@@ -912,7 +912,10 @@ def grad_evals_plot(root: Path, rel: str, group: pd.DataFrame) -> Plot | None:
 
 
 def eps_plot(root: Path, rel: str, group: pd.DataFrame) -> Plot | None:
-    """AUROC against eps (in grey levels) per entry and attack, when the group has several eps values."""
+    """AUROC against eps (in grey levels) per entry and attack, when the group has several eps values;
+    identical curves drawn once, labelled with all their names."""
+    import numpy as np
+
     ok = _plain(_ok(group))
     ok = ok[ok["attack"] != CLEAN]
     if ok["eps"].nunique() < 2:
@@ -921,17 +924,25 @@ def eps_plot(root: Path, rel: str, group: pd.DataFrame) -> Plot | None:
     fig, ax = plt.subplots(figsize=(7.6, 4.8))
     described = []
     try:
-        for i, ((entry, attack), part) in enumerate(ok.groupby(["_entry", "attack"], sort=False)):
+        curves = []
+        for (entry, attack), part in ok.groupby(["_entry", "attack"], sort=False):
             series = []
             for eps, at in part.groupby("eps"):
                 stat = seed_stat(at.pivot_table(index="cell", columns="seed", values="value"))
                 series.append((eps * 255.0, 100 * stat.mean))
             series.sort()
+            xs, ys = np.array([p[0] for p in series]), np.array([p[1] for p in series])
+            curves.append((f"{entry} / {attack}", (xs, ys)))
+        for i, (names, (xs, ys)) in enumerate(_group_identical(curves)):
+            label = " = ".join(names) + (" (identical)" if len(names) > 1 else "")
             ax.plot(
-                [s[0] for s in series], [s[1] for s in series], marker=MARKERS[i % len(MARKERS)],
-                linestyle=STYLES[i % 4], label=_label(f"{entry} / {attack}"),
-            )  # fmt: skip
-            described.append(f"{entry} / {attack}: " + ", ".join(f"{y:.1f} at {x:g}/255" for x, y in series))
+                xs, ys, marker=MARKERS[i % len(MARKERS)], linestyle=STYLES[i % 4], label=_label(label, 34)
+            )
+            described.append(
+                " = ".join(names)
+                + ": "
+                + ", ".join(f"{y:.1f} at {x:g}/255" for x, y in zip(xs, ys, strict=True))
+            )
         ax.set_xlabel("eps (grey levels of 255)")
         ax.set_ylabel("AUROC (%)")
         ax.set_ylim(0, 100)
@@ -944,7 +955,8 @@ def eps_plot(root: Path, rel: str, group: pd.DataFrame) -> Plot | None:
     return Plot(
         src=src,
         alt="AUROC (%) against eps per method and attack. " + "; ".join(described),
-        caption="Mean AUROC over cells and seeds against the attack radius eps.",
+        caption="Mean AUROC over cells and seeds against the attack radius eps; curves that coincide are "
+        "drawn once and labelled with all their names.",
         kind="eps",
     )
 

@@ -525,3 +525,45 @@ def test_no_site_file_is_a_symlink_or_private(built):
     _, out, *_ = built
     assert not [p for p in out.rglob("*") if p.is_symlink()]
     assert all(os.access(p, os.R_OK) for p in out.rglob("*"))
+
+
+def test_ood_sets_several_eps_and_the_eps_plot(tmp_path):
+    """ood: the aggregate ``all:mean`` row is not counted; a second eps gets its own column and the
+    AUROC-vs-eps plot; scores of a multi-set cell are read per set."""
+    rows = []
+    for attack, drop in (("clean", 0.0), ("pgd", 0.3)):
+        for s, v in (("glyphs", 0.9), ("noise", 0.7), ("mean", 0.1)):  # mean 0.1 would drag the mean down
+            rows += unit_rows("oe", f"all:{s}", 0, attack, v - drop, protocol="ood")
+    rows += [
+        row("oe", f"all:{s}", 0, "pgd", "auroc", 0.7, protocol="ood", eps=4 / 255)
+        for s in ("glyphs", "noise")
+    ]
+    run = make_run(tmp_path / "r", rows)
+    is_out = np.r_[np.zeros(3, bool), np.ones(2, bool)]
+    folder = run / "scores" / "oe" / "all"
+    folder.mkdir(parents=True)
+    np.savez(
+        folder / "seed0-pgd.npz",
+        glyphs__clean=np.arange(5.0), glyphs__attacked=np.arange(5.0) - 1, glyphs__is_outlier=is_out,
+        noise__clean=np.zeros(5), noise__attacked=np.ones(5), noise__is_outlier=is_out,
+    )  # fmt: skip
+    sources = [site.load_source(run)]
+    df = site.combine(sources)
+    board = site.leaderboard(df)
+    assert board.columns == ["clean", "pgd @ 8/255", "pgd @ 4/255"] and board.several_eps
+    (oe,) = board.rows
+    assert oe["values"]["clean"].mean == pytest.approx(0.8)  # (0.9 + 0.7) / 2, not with all:mean
+    assert oe["values"]["pgd @ 8/255"].mean == pytest.approx(0.5)
+    assert oe["values"]["pgd @ 4/255"].mean == pytest.approx(0.7)
+    assert oe["worst"].mean == pytest.approx(0.5)  # min over both radii per set
+    glyphs = site.load_scores(sources[0], "oe", "all:glyphs", 0, "pgd")
+    assert glyphs["attacked"].tolist() == [-1.0, 0.0, 1.0, 2.0, 3.0] and glyphs["is_outlier"].tolist() == [
+        False, False, False, True, True,
+    ]  # fmt: skip
+    assert site.load_scores(sources[0], "oe", "all:noise", 0, "pgd")["clean"].tolist() == [0.0] * 5
+    assert site.load_scores(sources[0], "oe", "all:mean", 0, "pgd") is None
+    assert site.load_scores(sources[0], "../..", "all:glyphs", 0, "pgd") is None  # stays inside scores/
+    group = df.copy()
+    plot = site.eps_plot(tmp_path, "eps.png", group)
+    assert (tmp_path / "eps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "oe / pgd: 70.0 at 4/255, 50.0 at 8/255" in plot.alt
