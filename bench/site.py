@@ -215,9 +215,6 @@ class Stat:
         return "" if self.missing else f"{self.mean:.6f}"
 
 
-MISSING = Stat(float("nan"))
-
-
 def seed_stat(values: pd.DataFrame | pd.Series) -> Stat:
     """``values``: rows = cells, columns = seeds (a Series: one value per seed). Mean over cells per
     seed, then mean and sample std over the seeds that have a value."""
@@ -306,7 +303,7 @@ def leaderboard(group: pd.DataFrame, warnings: dict | None = None) -> Leaderboar
         worst = seed_stat(worst_cells) if not worst_cells.empty else Stat(float("nan"))
         if worst_partial:
             worst.partial = "some cells lack an attack: minimum over the attacks that ran"
-        drop = MISSING
+        drop = Stat(float("nan"))
         clean = ok[ok["_col"] == CLEAN].pivot_table(
             index="cell", columns="seed", values="value", aggfunc="mean"
         )
@@ -822,7 +819,7 @@ def scatter_plot(root: Path, rel: str, board: Leaderboard) -> Plot | None:
             ax.scatter([x], [y], marker=MARKERS[i % len(MARKERS)], s=46, label=_label(label, 30), zorder=3)
             if len(names) > 1:  # coinciding methods: say so on the plot, not only in the legend
                 ax.annotate(
-                    _label(textwrap.shorten(" = ".join(names), 60, placeholder="…"), 24),
+                    _label(" = ".join(n if len(n) <= 24 else n[:23] + "…" for n in names), 26),
                     (x, y), xytext=(6, -12), textcoords="offset points", fontsize=7,
                 )  # fmt: skip
         ax.plot([0, 100], [0, 100], color="grey", linestyle=":", linewidth=0.8, label="no drop")
@@ -862,8 +859,8 @@ def grad_evals_plot(root: Path, rel: str, group: pd.DataFrame) -> Plot | None:
     described = []
     try:
         colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-        for i, entry in enumerate(entries):
-            color = colors[i % len(colors)]
+        series = []  # (entry, [(attack, x, y)])
+        for entry in entries:
             mine = ok[ok["_entry"] == entry]
             points = []
             for attack in attacks:
@@ -873,17 +870,34 @@ def grad_evals_plot(root: Path, rel: str, group: pd.DataFrame) -> Plot | None:
                 x = float(part["grad_evals"].astype(float).mean())
                 y = 100 * seed_stat(part.pivot_table(index="cell", columns="seed", values="value")).mean
                 points.append((attack, x, y))
+            series.append((entry, points))
+        # Entries with exactly the same points are drawn once and named together.
+        groups: list[tuple[list[str], list]] = []
+        for entry, points in series:
+            for names, other in groups:
+                if [(a, round(x, 9), round(y, 9)) for a, x, y in points] == [
+                    (a, round(x, 9), round(y, 9)) for a, x, y in other
+                ]:
+                    names.append(entry)
+                    break
+            else:
+                groups.append(([entry], points))
+        for i, (names, points) in enumerate(groups):
+            color = colors[i % len(colors)]
+            for attack, x, y in points:
                 marker = MARKERS[attacks.index(attack) % len(MARKERS)]
                 ax.scatter([x], [y], color=color, marker=marker, s=36, zorder=3, alpha=0.85)
             merged = sorted(_merge_points(points), key=lambda p: p[1])
+            label = " = ".join(names) + (" (identical)" if len(names) > 1 else "")
             ax.plot([p[1] for p in merged], [p[2] for p in merged], color=color, linewidth=0.9, alpha=0.6,
-                    linestyle=STYLES[i % len(STYLES)], label=_label(entry))  # fmt: skip
-            for names, x, y in merged:
-                if len(names) > 1:
-                    ax.annotate(_label(" = ".join(names), 18), (x, y), xytext=(5, -11 - 8 * (i % 3)),
+                    linestyle=STYLES[i % len(STYLES)], label=_label(label))  # fmt: skip
+            for attack_names, x, y in merged:
+                if len(attack_names) > 1:
+                    ax.annotate(_label(" = ".join(attack_names), 18), (x, y), xytext=(5, -11 - 8 * (i % 3)),
                                 textcoords="offset points", fontsize=6.5, color=color)  # fmt: skip
             described.append(
-                f"{entry}: " + ", ".join(f"{' = '.join(n)} {y:.1f} at {x:g}" for n, x, y in merged)
+                f"{' = '.join(names)}: "
+                + ", ".join(f"{' = '.join(n)} {y:.1f} at {x:g}" for n, x, y in merged)
             )
         for j, attack in enumerate(attacks):
             ax.scatter(
@@ -906,7 +920,7 @@ def grad_evals_plot(root: Path, rel: str, group: pd.DataFrame) -> Plot | None:
         + "; ".join(described),
         caption="Mean AUROC over cells and seeds against the mean gradient evaluations per image each attack "
         "spent: a colour per method, a marker per attack; attacks of a method that land on the same point "
-        "are labelled together (joined by =).",
+        "are labelled together (joined by =), and methods with identical results share one line.",
         kind="grad",
     )
 
