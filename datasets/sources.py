@@ -33,6 +33,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import urllib.parse
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -548,14 +549,15 @@ def download_idx_torchvision(spec: DataSpec, dest: Path, timeout: float = NETWOR
                     download_url(f"{mirror}{filename}", root=str(dest), filename=filename, md5=md5)
                     break
                 except Exception as error:  # URLError, OSError, RuntimeError (md5), timeouts
-                    errors.append(f"{mirror}: {_short(error)}")
+                    host = urllib.parse.urlsplit(mirror).netloc
+                    errors.append(f"{host}: {_short(getattr(error, 'reason', error), 80)}")
             else:
                 raise OSError(f"{filename}: " + "; ".join(errors))
     finally:
         socket.setdefaulttimeout(previous)
 
 
-def _short(error: BaseException, limit: int = 120) -> str:
+def _short(error: object, limit: int = 120) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -682,7 +684,7 @@ def fetch(
             try:
                 idx_download(spec, scratch)
             except Exception as error:
-                reasons.append(f"torchvision download failed: {_short(error)}")
+                reasons.append(f"torchvision download failed: {_short(error, 300)}")
                 log(f"{name}: {reasons[-1]}")
             else:
                 raw_dir = idx_files[0].parent
