@@ -704,24 +704,37 @@ def load_scores(
         }
 
 
+def _near(a: tuple, b: tuple, tol: float = 0.02) -> bool:
+    """True when two ROC curves lie within ``tol`` TPR of each other everywhere: one would hide the other."""
+    import numpy as np
+
+    grid = np.linspace(0.0, 1.0, 201)
+    return bool(np.max(np.abs(np.interp(grid, a[0], a[1]) - np.interp(grid, b[0], b[1]))) < tol)
+
+
 def roc_plot(root: Path, rel: str, entry: str, cell: str, seed: int, arrays: dict[str, dict]) -> Plot | None:
-    """ROC curves, clean and under each attack, of one entry on one cell; identical curves drawn once and
-    labelled with every attack they belong to."""
+    """ROC curves, clean and under each attack, of one entry on one cell. Identical curves are drawn once
+    and labelled with every attack they belong to; curves that nearly coincide are drawn thinner on top of
+    thicker ones, in other dash patterns, and labelled as overlapping."""
     first = next(iter(arrays.values()))
     series = [(CLEAN, _roc(first["clean"], first["is_outlier"]))]
     series += [(a, _roc(v["attacked"], v["is_outlier"])) for a, v in arrays.items() if a != CLEAN]
     series = [(name, data) for name, data in series if data[0] is not None]
     if not series:
         return None
+    groups = _group_identical(series)
+    notes = []
+    for i, (names, data) in enumerate(groups):
+        hidden_by = [n for other, odata in groups[:i] if _near(data, odata) for n in other]
+        identical = " (identical curves)" if len(names) > 1 else ""
+        notes.append(identical + (f" (overlaps {' = '.join(hidden_by)})" if hidden_by else ""))
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 4.2))
     try:
-        groups = _group_identical(series)
-        for i, (names, (fpr, tpr, auc)) in enumerate(groups):
-            label = " = ".join(names) + f" (AUROC {100 * auc:.1f})"
-            if len(names) > 1:
-                label += ", identical curves"
-            ax.plot(fpr, tpr, linestyle=STYLES[i % len(STYLES)], linewidth=1.6, label=_label(label, 34))
+        for i, ((names, (fpr, tpr, auc)), note) in enumerate(zip(groups, notes, strict=True)):
+            label = " = ".join(names) + f" (AUROC {100 * auc:.1f})" + note
+            width = max(1.0, 2.6 - 0.5 * i)  # later curves thinner, so coinciding ones stay visible
+            ax.plot(fpr, tpr, linestyle=STYLES[i % len(STYLES)], linewidth=width, label=_label(label, 34))
         ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle=":", label="chance")
         ax.set_xlabel("false positive rate (inliers flagged)")
         ax.set_ylabel("true positive rate (outliers found)")
@@ -732,8 +745,8 @@ def roc_plot(root: Path, rel: str, entry: str, cell: str, seed: int, arrays: dic
     finally:
         plt.close(fig)
     aucs = "; ".join(
-        " = ".join(names) + f" {100 * auc:.1f}" + (" (identical curves)" if len(names) > 1 else "")
-        for names, (_, _, auc) in groups
+        " = ".join(names) + f" {100 * auc:.1f}" + note
+        for (names, (_, _, auc)), note in zip(groups, notes, strict=True)
     )
     return Plot(
         src=src,
