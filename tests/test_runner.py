@@ -13,16 +13,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 from bench import store
 from bench.cache import DetectorCache
 from bench.config import get_profile
+from bench.contracts import Method
+from bench.detector import Detector
 from bench.errors import BadInput
 from bench.metrics import METRICS, auroc
-from bench.registry import ATTACKS
+from bench.protocols import NoveltyDetection
+from bench.registry import ATTACKS, METHODS
 from bench.runner import Runner, RunSpec, plan_run
 
-from .conftest import bench_cmd, bench_env, read_rows
+from .conftest import FinishedRun, bench_cmd, bench_env, execute_run, read_rows
 
 CI = get_profile("ci")
 EPS = 8 / 255
@@ -80,7 +85,7 @@ def test_oe_on_nd_has_every_metric_but_id_accuracy(nd_run):
     for row in rows:
         assert 0.0 <= float(row["value"]) <= 1.0
         assert int(row["n_in"]) > 0 and int(row["n_out"]) == CI.max_eval_per_side
-        assert row["split_version"] == "digits-v1/nd-v1"
+        assert row["split_version"] == "digits-v1/nd-v2"
 
 
 # ---- (c) resuming a finished run ----------------------------------------------------------------------
@@ -196,7 +201,7 @@ def test_manifest_records_the_run(ood_run):
     manifest = json.loads((ood_run.run_dir / "manifest.json").read_text())
     assert manifest["config"]["protocol"] == "ood"
     assert manifest["config"]["profile"] == "ci"
-    assert manifest["dataset"]["split_version"] == "digits-v1/ood-v2"
+    assert manifest["dataset"]["split_version"] == "digits-v1/ood-v3"
     assert manifest["profile"]["pgd_steps"] == CI.pgd_steps
     assert manifest["finished"] is not None
     assert manifest["invocations"][0]["units_total"] == 3 * 2
@@ -329,27 +334,21 @@ def test_kill_9_then_resume_keeps_finished_rows_and_completes(tmp_path):
     assert (run_dir / "report.html").is_file()
 
 
-def test_a_repeated_seed_is_rejected_or_run_once(tmp_path):
-    # msp is not applicable on nd, so this run trains and attacks nothing
+def test_a_repeated_seed_is_rejected_before_anything_is_written(tmp_path):
     spec = RunSpec(
         methods=["msp"],
         protocol="nd",
         attacks=["clean"],
-        seeds=[0, 0],
+        seeds=[0, 1, 0],
         profile="ci",
         device="cpu",
         out=tmp_path / "r",
     )
-    try:
-        plan = plan_run(spec)
-    except BadInput:
-        return  # refusing the repeated seed is a fix too
-    Runner(plan, cache=DetectorCache(tmp_path / "cache")).run()
-    counts = Counter(
-        (r["method"], r["cell"], r["seed"], r["attack"], r["metric"]) for r in read_rows(plan.run_dir)
-    )
-    assert len(counts) == 10
-    assert set(counts.values()) == {1}
+    with pytest.raises(BadInput, match=r"a seed is named twice in --seeds 0 1 0; accepted: distinct seeds"):
+        plan_run(spec)
+    assert list(tmp_path.iterdir()) == []
+    plan = plan_run(replace(spec, seeds=[0, 1]))  # the same seeds, each once, are accepted
+    assert plan.spec.seeds == [0, 1] and not plan.run_dir.exists()
 
 
 def test_oe_option_swaps_the_outlier_source_and_names_the_run():
@@ -363,3 +362,90 @@ def test_oe_option_swaps_the_outlier_source_and_names_the_run():
     assert "--oe" in swapped.notes["oe"] and dataset.oe_source(50, 0).name == "glyph-letters"
     plan = plan_run(RunSpec(methods=["oe"], protocol="nd", profile="ci", oe="natural-patches"))
     assert plan.config()["oe"] == "natural-patches" and "oe_natural-patches" in plan.run_id
+
+
+# ---- the adaptive and query attacks through the runner -------------------------------------------------
+
+ADAPTIVE = ["clean", "aa", "a3", "blackbox"]
+
+
+class FlatDetector(Detector):
+    """A rounded mean pixel: piecewise constant, so every input gradient is zero (gradient attacks warn).
+    Its one parameter is unused."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = nn.Parameter(torch.zeros(()), requires_grad=False)
+
+    def config(self):
+        return {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(4 * x.flatten(1).mean(1)) / 4
+
+
+class FlatMethod(Method):
+    """A test-only method (registered for one run) whose detector has zero gradients."""
+
+    def fit(self, task, ctx):
+        return FlatDetector()
+
+
+@pytest.fixture(scope="module")
+def adaptive_run(tmp_path_factory) -> FinishedRun:
+    """oe and the zero-gradient test method on one nd cell (class0), ci profile, clean, aa, a3, blackbox."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(NoveltyDetection, "cell_ids", lambda self, dataset, profile, seed: ["class0"])
+        patch.setitem(METHODS._items, "flat", FlatMethod)
+        return execute_run(
+            tmp_path_factory.mktemp("adaptive"), methods=["oe", "flat"], protocol="nd", attacks=ADAPTIVE
+        )
+
+
+def test_adaptive_and_query_attacks_run_through_the_runner(adaptive_run):
+    rows = adaptive_run.rows
+    assert {r["status"] for r in rows} == {"ok"}
+    keys = Counter((r["method"], r["cell"], r["attack"], r["metric"]) for r in rows)
+    expected = {(m, "class0", a, metric) for m in ("oe", "flat") for a in ADAPTIVE for metric in METRICS}
+    expected = {key for key in expected if key[3] != "id_acc"}  # one inlier class: no classifier
+    assert set(keys) == expected and set(keys.values()) == {1}
+    for row in rows:
+        assert 0.0 <= float(row["value"]) <= 1.0
+        assert float(row["eps"]) == (0.0 if row["attack"] == "clean" else pytest.approx(EPS))
+    ok = [r for r in rows if r["metric"] == "auroc" and r["method"] == "oe"]
+    clean = _value(ok, attack="clean")
+    for attack in ("aa", "a3", "blackbox"):
+        assert _value(ok, attack=attack) <= clean
+    assert _value(ok, attack="aa") < clean  # the ensemble bites on the undefended detector
+
+
+def test_adaptive_rows_record_the_budget_that_ran(adaptive_run):
+    aa, a3, blackbox = (ATTACKS.get(name).from_profile(CI) for name in ("aa", "a3", "blackbox"))
+    assert (aa.apgd_steps, aa.apgd_restarts, aa.square_queries, aa.square_restarts) == (10, 1, 100, 1)
+    for row in adaptive_run.rows:
+        steps, restarts = int(row["steps"]), int(row["restarts"])
+        grad_evals, queries = float(row["grad_evals"]), float(row["queries"])
+        if row["attack"] == "aa":  # design.md: grad_evals (N+1)*R, queries 1 + R_sq*(Q+1)
+            assert (steps, restarts) == (10, 1)
+            assert grad_evals == (10 + 1) * 1 == 11
+            assert queries == 1 + 1 * (100 + 1) == 102
+        elif row["attack"] == "blackbox":  # query-only
+            assert grad_evals == 0
+            assert queries == 1 + 1 * (100 + 1)
+        elif row["attack"] == "a3":  # adaptive: what ran, within the plan
+            assert 0 < grad_evals <= a3.budget_per_sample == 10
+            assert queries == 1  # the clean point only
+            assert 1 <= restarts <= a3.outer_restarts and 2 <= steps <= a3.budget().steps
+        else:
+            assert (steps, restarts, grad_evals, queries) == (0, 0, 0, 0)
+
+
+def test_attack_warnings_reach_the_manifest(adaptive_run):
+    manifest = json.loads((adaptive_run.run_dir / "manifest.json").read_text())
+    warnings = manifest["warnings"]
+    assert warnings == adaptive_run.manifest["warnings"]
+    zero = [line for line in warnings if "zero gradient" in line]
+    # both gradient attacks on the flat detector; each line names the unit it came from
+    assert any(line.startswith("flat class0 seed 0 aa: APGD: ") for line in zero), warnings
+    assert any(line.startswith("flat class0 seed 0 a3: zero gradients at ") for line in zero), warnings
+    assert not any(" blackbox: " in line for line in zero)  # query-only: no gradient to check
