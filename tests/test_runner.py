@@ -276,7 +276,7 @@ def _kill_midway(
         bench_cmd(*args), cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 600  # generous: a loaded 2-core machine trains slowly
         while time.monotonic() < deadline and process.poll() is None:
             if len(_units(_rows_now(run_dir))) >= 2:
                 os.kill(process.pid, signal.SIGKILL)
