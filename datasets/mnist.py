@@ -53,18 +53,15 @@ FMNIST_PROMPTS = [
 ]
 
 # Auxiliary outliers (outlier exposure), disjoint from the OOD suite (other data set, Computer Modern
-# glyphs, noise) and from the test classes.
-OE_SOURCES = {
-    # Letters and symbols of the glyph corpus (DejaVu/STIX), no digits: the role EMNIST letters play for
-    # MNIST in seed 002 (Sec. 4).
-    "mnist": "glyph-letters",
-    # Crops of natural photos (scikit-learn / matplotlib samples), gray-scaled: the closest offline
-    # stand-in for the natural images (80 Million Tiny Images) that OE and ATOM use as auxiliary data.
-    "fmnist": "natural-patches",
-}
+# glyphs, noise) and from the test classes: letters and symbols of the glyph corpus (DejaVu/STIX fonts),
+# no digits. For MNIST they play the role EMNIST letters play in seed 002 (Sec. 4). For FMNIST they were
+# measured against natural-patches (gray photo crops, the offline stand-in for the OE papers' natural
+# images) on a validation split carved from the training data (1/7 of each class, 1,000 training images
+# per class, OE, ci profile, seed 0, 10 nd cells): clean AUROC 0.744 for both, PGD-10 0.607 vs 0.374
+# (PGD-100: 0.607 vs 0.374 on the same detectors, so not an attack-budget artefact).
+OE_SOURCES = {"mnist": "glyph-letters", "fmnist": "glyph-letters"}
 OE_NOTES = {
     "glyph-letters": "Latin letters and symbols of the glyph corpus (DejaVu/STIXGeneral fonts), no digits",
-    "natural-patches": "crops of the photos shipped with scikit-learn and matplotlib, gray-scaled",
 }
 
 

@@ -78,6 +78,7 @@ def test_fmnist_classes_and_the_ood_suite(root, tmp_path, monkeypatch):
     assert dataset.class_prompts == mnist_module.FMNIST_PROMPTS and dataset.class_prompts[9] == "ankle boot"
     assert dataset.class_names[0] == "T-shirt/top" and "MIT" in dataset.notes["licence"]
     assert "dropped: class 0: 2" in dataset.notes["data"]
+    assert "glyph-letters" in dataset.notes["oe"] and dataset.oe_source.args == ("glyph-letters",)
     suite = mnist_module.real_ood_suite(0, "fmnist", str(root), size=12)
     assert [name for name, _ in suite] == ["mnist", "glyphs", "noise"]
     mnist_test = DATASETS.get("mnist")().test_images
