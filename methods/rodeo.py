@@ -13,6 +13,10 @@ only those words), ImageNet-1k class names with a hub CLIP (Alg. 1 line 2 uses I
 
 Training (Table 9): PGD-10 adversarial training, eps 8/255 on low-resolution data (2/255 above), step
 2.5 * eps / 10, Adam with lr 1e-3, on the whole batch (inliers with their labels, exposure with K+1).
+The training set is D_in u D_exposure, one shuffled set (Alg. 1 line 22; ``train_set="union"``): the
+profile's batch size, epochs and ``min_steps`` apply to it as to any one-set training, and the network's
+input normalisation is that set's mean and std. ``train_set="balanced"`` is the earlier scheme: every step
+pairs an inlier batch with an equally large exposure batch drawn with replacement.
 The generated exposure is cached per (inlier data, backbones, settings, seed); a run writes a PNG grid
 of inliers and their generated outliers and the filter's keep rate per cell (``write_artifacts``).
 """
@@ -36,12 +40,16 @@ from bench.errors import BadInput, NotApplicable
 from bench.methods.adversarial import pgd_maximize
 from bench.methods.classifier import ClassifierDetector
 from bench.methods.rodeo_exposure import (
+    LABEL_FILTERS,
+    T0_RULES,
     GuidedSampler,
+    PromptSet,
     downsample_to,
     draw_start_steps,
     image_threshold,
     label_similarity,
     near_outlier_prompts,
+    start_step_bounds,
     text_threshold,
 )
 from bench.methods.training import cached_network
@@ -52,6 +60,9 @@ VALIDATION_PER_CONCEPT = 8  # glyph-corpus validation images per concept for tau
 GENERATION_BATCH = 256
 PAPER_STRIDE = 10  # the public code samples GLIDE with 100 of its T = 1000 steps
 PROFILE_STRIDE = {"quick": 25, "ci": 25}  # CPU profiles: 40 respaced steps of 1,000
+TRAIN_SETS = ("union", "balanced")
+EXPOSURE_CLASS = "rodeo exposure"  # the name of class K+1 in the union training set
+TRAINING_FIELDS = ("eps", "steps", "step_size", "lr", "train_set")  # fields that do not change the exposure
 
 
 def imagenet_class_names() -> list[str]:
@@ -113,7 +124,14 @@ class RODEO(Method):
     ddpm_backbone: str = "glyph-ddpm"  # Table 10: GLIDE; here the embedded DDPM
     vocabulary: str = "auto"  # auto: glyph-concepts (embedded CLIP) or imagenet-1k (hub CLIP)
     near_labels: int = 10  # n-outlier labels drawn per inlier class (App. K gives no number)
-    t0_max_fraction: float = 0.6  # Table 10: t0 in (0, 600) of T = 1000; Alg. 1: T0 in [0, 0.6T]
+    # Alg. 1 line 5: drop candidates within tau_text of the *other* inlier labels Y \ {label}
+    # ("other-labels"); "all-labels" (the earlier rule) also drops those near the class's own label
+    label_filter: str = "other-labels"
+    # start step t0 (see rodeo_exposure.start_step_bounds): "table10" U(0, 0.6T) (Table 10, App. E.3),
+    # "sec4.1" U(0.3T, 0.6T) (Sec. 4.1), "alg1" U(T0, T) with T0 = t0_min_fraction * T (Alg. 1 line 12)
+    t0_rule: str = "table10"
+    t0_min_fraction: float = 0.3  # Sec. 4.1: 0.3T; Alg. 1's T0 / T (in [0, 0.6])
+    t0_max_fraction: float = 0.6  # Table 10: (0, 600) of T = 1000; Sec. 4.1: 0.6T
     # sampling stride over the DDPM's T = 1000 steps; None: 10 on the paper profile (the public code
     # samples GLIDE with 100 of its 1,000 steps), PROFILE_STRIDE on the CPU profiles
     stride: int | None = None
@@ -125,20 +143,33 @@ class RODEO(Method):
     steps: int = 10  # Table 9: PGD-10 adversarial training
     step_size: float | None = None  # Table 9: alpha = 2.5 * eps / N; None -> that
     lr: float = 1e-3  # Table 9: Adam, lr 0.001
+    train_set: str = "union"  # Alg. 1 line 22: D_in u D_exposure as one set; "balanced": 1:1 batches
 
-    # guidance_scale: with s = 10 the embedded backbones' outliers stayed next to the inliers (the tiny
-    # CLIP's cosine gradients are small and Sigma is small at low t). Chosen on digits nd (quick profile,
-    # seeds 0, 1, 2; PGD AUROC): s = 300 let 2-13 of ~125 outliers per class past the filter and gave
-    # 53.8 (seed 0); s = 1000 gave 78.6 / 72.2 / 77.3, s = 3000 75.9 / 78.2 / 72.6 (17 kept per class on
-    # average), s = 5000 67.1 / 69.5 / 70.2 (the images turn to noise). 3000 is the steadiest.
-
-    code_modules = ("bench.methods.rodeo_exposure", "bench.backbones")
+    # guidance_scale: the public code's s = 10 scales the gradient of the CLIP logit, exp(logit_scale) *
+    # cos = 100 * cos, so it corresponds to s = 1000 on the bare cosine used here. (Earlier sweep, scored
+    # on the test cells, old training and filter, PGD AUROC, seeds 0/1/2: s = 300 53.8 (seed 0), 1000
+    # 78.6 / 72.2 / 77.3, 3000 75.9 / 78.2 / 72.6, 5000 67.1 / 69.5 / 70.2.)
 
     def __post_init__(self) -> None:
         if self.near_labels < 0:
             raise BadInput(f"near_labels must be >= 0, got {self.near_labels}")
         if not 0.0 < self.t0_max_fraction <= 1.0:
             raise BadInput(f"t0_max_fraction must lie in (0, 1], got {self.t0_max_fraction}")
+        if not 0.0 <= self.t0_min_fraction < 1.0:
+            raise BadInput(f"t0_min_fraction must lie in [0, 1), got {self.t0_min_fraction}")
+        if self.t0_rule not in T0_RULES:
+            raise BadInput(f"unknown t0_rule {self.t0_rule!r}; accepted: {', '.join(T0_RULES)}")
+        if self.t0_rule == "sec4.1" and self.t0_min_fraction >= self.t0_max_fraction:
+            raise BadInput(
+                f"t0_rule sec4.1 needs t0_min_fraction < t0_max_fraction, got {self.t0_min_fraction} and "
+                f"{self.t0_max_fraction}"
+            )
+        if self.label_filter not in LABEL_FILTERS:
+            raise BadInput(
+                f"unknown label_filter {self.label_filter!r}; accepted: {', '.join(LABEL_FILTERS)}"
+            )
+        if self.train_set not in TRAIN_SETS:
+            raise BadInput(f"unknown train_set {self.train_set!r}; accepted: {', '.join(TRAIN_SETS)}")
         if self.stride is not None and self.stride < 1:
             raise BadInput(f"stride must be >= 1, got {self.stride}")
         if self.guidance_scale < 0:
@@ -164,6 +195,12 @@ class RODEO(Method):
             "stride": int,
         }
 
+    def start_step_range(self, num_train_timesteps: int, stride: int) -> tuple[int, int]:
+        """(t_min, t_max) of the start steps drawn under ``t0_rule``."""
+        return start_step_bounds(
+            self.t0_rule, num_train_timesteps, stride, self.t0_min_fraction, self.t0_max_fraction
+        )
+
     def sampling_stride(self, task: TrainTask) -> int:
         """The stride that generation uses: the field, or the profile's default (25 on quick and ci: 40
         respaced steps instead of 100 keep generation to a few seconds per class on 2 CPU cores)."""
@@ -185,13 +222,11 @@ class RODEO(Method):
         return [n if n >= self.small_class else max(n, minimum) for n in counts]
 
     def exposure_payload(self, task: TrainTask) -> dict[str, Any]:
-        from bench.cache import code_version
+        from bench.code_version import source_version
         from bench.contracts import tensor_fingerprint
 
         clip, ddpm = _clip(self.clip_backbone, "cpu"), _ddpm(self.ddpm_backbone, "cpu")
-        settings = {
-            k: v for k, v in self.hyperparameters().items() if k not in ("eps", "steps", "step_size", "lr")
-        }
+        settings = {k: v for k, v in self.hyperparameters().items() if k not in TRAINING_FIELDS}
         settings["stride"] = self.sampling_stride(task)
         return {
             "kind": "rodeo-exposure",
@@ -202,7 +237,7 @@ class RODEO(Method):
             "ddpm": [ddpm.name, ddpm.info.get("weights_sha256", ddpm.source)],
             "settings": settings,
             "seed": task.seed,
-            "code": code_version("bench.methods.rodeo_exposure", "bench.methods.rodeo"),
+            "code": source_version("bench.methods.rodeo"),  # rodeo_exposure, backbones, ... included
         }
 
     def exposure(self, task: TrainTask, ctx: RunContext) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -218,12 +253,10 @@ class RODEO(Method):
             ctx.cache.save_tensors("exposures", payload, tensors, meta)
         return tensors, {"payload": payload, **meta}
 
-    def generate(self, task: TrainTask, device: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    def prompt_sets(self, task: TrainTask, clip, generator: torch.Generator) -> tuple[list[PromptSet], float]:
+        """Alg. 1 lines 1-7: (the near-outlier prompt set of every inlier class, tau_text)."""
         from bench.datasets.glyph_corpus import caption
 
-        started = time.perf_counter()
-        clip, ddpm = _clip(self.clip_backbone, device), _ddpm(self.ddpm_backbone, device)
-        generator = torch.Generator().manual_seed(task.seed * 1_000_003 + 5)
         labels = list(task.class_prompts)
         words = vocabulary(self.vocabulary_name())
         with torch.no_grad():
@@ -237,8 +270,17 @@ class RODEO(Method):
         text_embedding = dict(zip(everything, embedded, strict=True))
         tau_text = text_threshold(torch.stack([text_embedding[w] for w in dict.fromkeys(words)]))
         prompt_sets = near_outlier_prompts(
-            labels, words, text_embedding, tau_text, self.near_labels, generator
+            labels, words, text_embedding, tau_text, self.near_labels, generator, self.label_filter
         )
+        return prompt_sets, tau_text
+
+    def generate(self, task: TrainTask, device: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        from bench.datasets.glyph_corpus import caption
+
+        started = time.perf_counter()
+        clip, ddpm = _clip(self.clip_backbone, device), _ddpm(self.ddpm_backbone, device)
+        generator = torch.Generator().manual_seed(task.seed * 1_000_003 + 5)
+        prompt_sets, tau_text = self.prompt_sets(task, clip, generator)
         tau_image = self.tau_image
         if tau_image is None:
             tau_image = validation_image_threshold(self.clip_backbone, device)
@@ -255,9 +297,8 @@ class RODEO(Method):
             prompts += [prompt_sets[k].prompts[int(i)] for i in choice]
         source_index = torch.cat(source)
         stride = self.sampling_stride(task)
-        t_max = max(stride, int(self.t0_max_fraction * ddpm.num_train_timesteps))
-        t_max = min(t_max, ddpm.num_train_timesteps - 1)
-        t_init = draw_start_steps(len(source_index), t_max - t_max % stride, stride, generator)
+        t_min, t_max = self.start_step_range(ddpm.num_train_timesteps, stride)
+        t_init = draw_start_steps(len(source_index), t_min, t_max, stride, generator)
         sampler = GuidedSampler(
             ddpm,
             clip,
@@ -274,16 +315,19 @@ class RODEO(Method):
             sample = sampler.sample(x0, t_init[i : i + GENERATION_BATCH], texts, generator)
             generated.append(downsample_to(ddpm.from_model_space(sample).cpu(), task.image_shape))
         images = torch.cat(generated)
-        own_labels = [caption(labels[int(task.labels[j])]) for j in source_index]
+        own_labels = [caption(task.class_prompts[int(task.labels[j])]) for j in source_index]
         similarity = label_similarity(clip, images.to(device), own_labels)
         kept = similarity < tau_image  # Alg. 1 line 18: keep when below tau_image
         pixel_change = (images - task.images[source_index]).abs().flatten(1).mean(1)
+        source_labels = task.labels[source_index]
         meta = {
             "tau_text": tau_text,
             "tau_image": tau_image,
             "generated": len(images),
             "kept": int(kept.sum()),
             "keep_rate": float(kept.float().mean()),
+            "kept_per_class": torch.bincount(source_labels[kept], minlength=task.num_classes).tolist(),
+            "t0_range": [t_min, t_max],
             "mean_abs_pixel_change": float(pixel_change.mean()),
             "prompt_sets": [
                 {
@@ -320,19 +364,15 @@ class RODEO(Method):
             )
         eps = task.train_eps if self.eps is None else self.eps
         step_size = 2.5 * eps / self.steps if self.step_size is None else self.step_size
-        # Table 9 trains on D_in u D_exposure in one loader: equal inlier and exposure batches here
-        train_task = dataclasses.replace(
-            task,
-            oe=OutlierSource("rodeo-exposure", exposure, "RODEO adaptive exposure (generated)"),
-            profile=dataclasses.replace(task.profile, oe_batch_size=task.profile.batch_size),
-        )
+        train_task = self.training_task(task, exposure)
         attack_generator = torch.Generator().manual_seed(task.seed * 1_000_003 + 41)
         lr = self.lr
 
         def loss_fn(network, x_in, y_in, x_oe):
-            x = torch.cat([x_in, x_oe])
-            ood_class = torch.full((len(x_oe),), task.num_classes, dtype=torch.long, device=x.device)
-            y = torch.cat([y_in, ood_class])
+            x, y = x_in, y_in  # union: the exposure is in the batch with label K (0-based)
+            if x_oe is not None:  # balanced: an equally large exposure batch
+                ood_class = torch.full((len(x_oe),), task.num_classes, dtype=torch.long, device=x.device)
+                x, y = torch.cat([x_in, x_oe]), torch.cat([y_in, ood_class])
             was_training = network.training
             network.eval()
             try:
@@ -352,6 +392,7 @@ class RODEO(Method):
         recipe = {
             "name": "rodeo",
             "exposure": meta["payload"] if "payload" in meta else self.exposure_payload(task),
+            "train_set": self.train_set,
             "eps": eps,
             "steps": self.steps,
             "step_size": step_size,
@@ -363,12 +404,17 @@ class RODEO(Method):
             train_task,
             task.num_classes + 1,
             loss_fn,
-            uses_oe=True,
+            uses_oe=self.train_set == "balanced",
             optimizer_factory=lambda params: torch.optim.Adam(params, lr=lr),
         )
         detector = ClassifierDetector(config, score="extra_class", num_inlier_classes=task.num_classes)
         detector.network.load_state_dict(network.state_dict())
-        detector.meta["training"] = summary
+        detector.meta["training"] = {
+            **summary,
+            "train_set": self.train_set,
+            "inliers": len(task.images),
+            "exposure": len(exposure),
+        }
         detector.meta["exposure"] = {
             k: meta[k]
             for k in (
@@ -377,12 +423,35 @@ class RODEO(Method):
                 "generated",
                 "kept",
                 "keep_rate",
+                "kept_per_class",
+                "t0_range",
                 "mean_abs_pixel_change",
                 "seconds",
             )
             if k in meta
         }
         return detector
+
+    def training_task(self, task: TrainTask, exposure: torch.Tensor) -> TrainTask:
+        """What the training loop sees. ``union`` (Alg. 1 line 22): one set of the inliers with their
+        labels and the kept exposure with label K (class K+1 of the paper), shuffled each epoch, no OE
+        stream. ``balanced``: the inliers, and the exposure as an OE stream of batches as large as the
+        inlier batch, drawn with replacement."""
+        if self.train_set == "balanced":
+            return dataclasses.replace(
+                task,
+                oe=OutlierSource("rodeo-exposure", exposure, "RODEO adaptive exposure (generated)"),
+                profile=dataclasses.replace(task.profile, oe_batch_size=task.profile.batch_size),
+            )
+        exposure_labels = torch.full((len(exposure),), task.num_classes, dtype=torch.long)
+        return dataclasses.replace(
+            task,
+            images=torch.cat([task.images, exposure.to(task.images.dtype)]),
+            labels=torch.cat([task.labels, exposure_labels]),
+            class_names=[*task.class_names, EXPOSURE_CLASS],
+            class_prompts=[*task.class_prompts, EXPOSURE_CLASS],
+            oe=None,
+        )
 
     def write_artifacts(self, task: TrainTask, ctx: RunContext, directory: Path) -> None:
         """``exposure.png`` (inliers over their generated outliers, filtered ones marked) and

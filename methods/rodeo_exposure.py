@@ -5,16 +5,20 @@ Steps (Alg. 1):
 
 1. **Near-outlier prompt search** (lines 1-7, App. K). ``tau_text`` (Eq. 20) is the mean L2 distance
    between the CLIP text embeddings of every pair of vocabulary labels. For each inlier label, the
-   vocabulary labels are ranked by text-embedding distance to it; labels closer than ``tau_text`` to any
-   inlier label are removed as synonyms; ``near_labels`` of the rest are drawn without replacement with
-   probability proportional to their cosine similarity to the inlier label (App. K). The class's prompt
-   set is those labels, the 14 negative-adjective prompts of App. K with the inlier label, and "others".
-   Deviation: the paper ranks neighbours with Word2Vec; here the CLIP text tower is the encoder (the one
-   model that knows the offline vocabulary).
+   vocabulary labels (less the inlier labels themselves) are the candidates. Line 5 removes a candidate
+   whose minimum distance to Y \\ {label}, the *other* inlier labels, is below ``tau_text``
+   (``label_filter="other-labels"``; with one inlier class nothing is removed). The earlier rule,
+   ``"all-labels"``, also measured the distance to the class's own label (App. K: "eliminate labels that
+   demonstrate semantic equivalence to the inlier label"). ``near_labels`` of the survivors are drawn
+   without replacement with probability proportional to their cosine similarity to the inlier label
+   (App. K). The class's prompt set is those labels, the 14 negative-adjective prompts of App. K with
+   the inlier label, and "others". Deviation: the paper ranks neighbours with Word2Vec; here the CLIP
+   text tower is the encoder (the one model that knows the offline vocabulary).
 2. **Adaptive generation** (lines 10-17, Sec. 4 "Conditioning on Image", App. E.3). Each inlier image x
-   draws a prompt c uniformly from its class's set (line 11) and a start time t0 ~ U(0, 0.6 T) (Table
-   10), is noised to x_t0 by q(x_t0 | x), and is denoised with the DDPM's ancestral sampler on a strided
-   schedule, CLIP-guided at every step: mu' = mu + s * Sigma * grad_x_t cos(E_I(x_t), E_T(c)).
+   draws a prompt c uniformly from its class's set (line 11) and a start time t0 (one of three readings
+   of the paper, :func:`start_step_bounds`), is noised to x_t0 by q(x_t0 | x), and is denoised with the
+   DDPM's ancestral sampler on a strided schedule, CLIP-guided at every step:
+   mu' = mu + s * Sigma * grad_x_t cos(E_I(x_t), E_T(c)).
    The embedded CLIP is noise-aware (trained on x_t, like GLIDE's), so it reads x_t itself; a hub CLIP
    is not, so it reads the predicted clean image x0_hat(x_t) (deviation, recorded in the metadata).
 3. **Filter** (line 18, Eq. 13). ``tau_image`` is the mean cosine similarity between validation images
@@ -33,6 +37,8 @@ import torch.nn.functional as F
 from bench.datasets.glyph_corpus import NEGATIVE_TEMPLATES, caption, fill_template
 
 OTHERS_LABEL = "others"  # App. K: "we include an extra label, marked as 'others'"
+LABEL_FILTERS = ("other-labels", "all-labels")
+T0_RULES = ("table10", "sec4.1", "alg1")
 
 
 def text_threshold(text_embeddings: torch.Tensor) -> float:
@@ -73,9 +79,16 @@ def near_outlier_prompts(
     tau_text: float,
     near_labels: int,
     generator: torch.Generator,
+    label_filter: str = "other-labels",
 ) -> list[PromptSet]:
     """Alg. 1 lines 3-6 for every inlier label. ``text_embedding`` maps each label (inlier and vocabulary)
-    to its unit CLIP text embedding (of ``caption(label)``)."""
+    to its unit CLIP text embedding (of ``caption(label)``).
+
+    ``label_filter``: ``"other-labels"`` (Alg. 1 line 5) removes, for inlier label k, the candidates whose
+    minimum distance to Y \\ {k} is below ``tau_text``; ``"all-labels"`` (the earlier rule) removes those
+    within ``tau_text`` of any inlier label, k's own included, so every class keeps the same candidates."""
+    if label_filter not in LABEL_FILTERS:
+        raise ValueError(f"unknown label_filter {label_filter!r}; accepted: {', '.join(LABEL_FILTERS)}")
     inlier_set = set(inlier_labels)
     candidates = [label for label in dict.fromkeys(vocabulary) if label not in inlier_set]
     inlier_matrix = torch.stack([text_embedding[label] for label in inlier_labels])
@@ -85,12 +98,13 @@ def near_outlier_prompts(
     else:
         candidate_matrix = torch.stack([text_embedding[label] for label in candidates])
     distance_to_inliers = torch.cdist(candidate_matrix, inlier_matrix)  # (C, K)
-    # line 5: remove labels whose distance to an inlier label falls below tau_text (App. K: "eliminate
-    # labels that demonstrate semantic equivalence to the inlier label")
-    keep = (
-        (distance_to_inliers >= tau_text).all(dim=1) if len(candidates) else torch.zeros(0, dtype=torch.bool)
-    )
+    far_from = distance_to_inliers >= tau_text  # (C, K): candidate c is no synonym of inlier label j
     for k, label in enumerate(inlier_labels):
+        if label_filter == "all-labels":
+            keep = far_from.all(dim=1)
+        else:  # line 5: MinDist(candidate, Y \ {label}) >= tau_text; all kept when Y \ {label} is empty
+            others = [j for j in range(len(inlier_labels)) if j != k]
+            keep = far_from[:, others].all(dim=1)
         kept = torch.nonzero(keep).flatten()
         chosen: list[str] = []
         if len(kept) and near_labels > 0:
@@ -179,9 +193,40 @@ class GuidedSampler:
         return x.clamp(-1, 1)
 
 
-def draw_start_steps(count: int, t_max: int, stride: int, generator: torch.Generator) -> torch.Tensor:
-    """t0 ~ U(0, t_max) per image (Table 10: (0, 600) of T = 1000), rounded up to the stride grid."""
-    raw = torch.randint(1, t_max + 1, (count,), generator=generator)
+def start_step_bounds(
+    rule: str, num_train_timesteps: int, stride: int, min_fraction: float, max_fraction: float
+) -> tuple[int, int]:
+    """(t_min, t_max) of the start step t0 under one of the paper's three readings (T = the DDPM's
+    ``num_train_timesteps``; ``t_max`` is capped at T - 1 and floored to the stride grid):
+
+    - ``"table10"``: t0 in (0, max_fraction * T] -- Table 10 "(0, 600)" of T = 1000, App. E.3 "between 0
+      and 0.6";
+    - ``"sec4.1"``: t0 in [min_fraction * T, max_fraction * T] -- Sec. 4.1 t0 ~ U(0.3T, 0.6T);
+    - ``"alg1"``: t0 in [T0, T] with T0 = min_fraction * T -- Alg. 1 line 12 t_init ~ U([T0, ..., T]),
+      T0 in [0, 0.6T].
+    """
+    if rule not in T0_RULES:
+        raise ValueError(f"unknown t0 rule {rule!r}; accepted: {', '.join(T0_RULES)}")
+    top = num_train_timesteps - 1
+    low, high = {
+        "table10": (0.0, max_fraction),
+        "sec4.1": (min_fraction, max_fraction),
+        "alg1": (min_fraction, 1.0),
+    }[rule]
+    t_max = min(max(stride, int(high * num_train_timesteps)), top)
+    t_max -= t_max % stride
+    t_min = min(int(round(low * num_train_timesteps)), t_max)
+    return t_min, t_max
+
+
+def draw_start_steps(
+    count: int, t_min: int, t_max: int, stride: int, generator: torch.Generator
+) -> torch.Tensor:
+    """t0 uniform over the stride grid points in [max(t_min, stride), t_max] (``t_max`` on the grid; with
+    ``t_min`` = 0: U(0, t_max] rounded up to the grid, Table 10's (0, 600))."""
+    lowest = max(stride, -(-t_min // stride) * stride)  # the first grid point >= t_min, never 0
+    lowest = min(lowest, t_max)
+    raw = torch.randint(lowest - stride + 1, t_max + 1, (count,), generator=generator)
     return ((raw + stride - 1) // stride) * stride
 
 

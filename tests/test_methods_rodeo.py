@@ -22,6 +22,7 @@ from bench.methods.rodeo_exposure import (
     draw_start_steps,
     image_threshold,
     near_outlier_prompts,
+    start_step_bounds,
     text_threshold,
 )
 from bench.protocols import get_protocol
@@ -54,7 +55,9 @@ def test_label_search_drops_synonyms_and_adds_negative_prompts_and_others():
         "far": F.normalize(torch.tensor([0.3, 1.0]), dim=0),  # similarity 0.29, distance 1.19
         "other side": torch.tensor([-1.0, 0.0]),  # distance 2, similarity -1 -> ~0 probability
     }
-    sets = near_outlier_prompts(["inlier"], vocabulary, embedding, 0.5, 2, torch.Generator().manual_seed(0))
+    sets = near_outlier_prompts(
+        ["inlier"], vocabulary, embedding, 0.5, 2, torch.Generator().manual_seed(0), "all-labels"
+    )
     (prompt_set,) = sets
     assert prompt_set.candidates_total == 4 and prompt_set.candidates_kept == 3
     assert "synonym" not in prompt_set.near_labels
@@ -64,11 +67,81 @@ def test_label_search_drops_synonyms_and_adds_negative_prompts_and_others():
     assert "a photo of a broken inlier" in prompt_set.prompts
 
 
+def _two_class_embeddings():
+    """Inlier labels a (along x) and b (along y); one candidate next to each, one far from both."""
+    return {
+        "a": torch.tensor([1.0, 0.0, 0.0]),
+        "b": torch.tensor([0.0, 1.0, 0.0]),
+        "near a": F.normalize(torch.tensor([1.0, 0.1, 0.3]), dim=0),  # ~0.32 from a, ~1.4 from b
+        "near b": F.normalize(torch.tensor([0.1, 1.0, 0.3]), dim=0),
+        "far": F.normalize(torch.tensor([0.3, 0.3, 1.0]), dim=0),  # ~1.2 from both
+    }
+
+
+def test_line5_filter_keeps_the_own_label_neighbours_and_drops_the_other_labels():
+    embedding = _two_class_embeddings()
+    vocabulary = ["near a", "near b", "far", "a"]  # "a" is an inlier label: never a candidate
+    sets = near_outlier_prompts(
+        ["a", "b"], vocabulary, embedding, 0.5, 5, torch.Generator().manual_seed(0), "other-labels"
+    )
+    # Alg. 1 line 5: class a drops what is near b (an other label) and keeps its own neighbour
+    assert sorted(sets[0].near_labels) == ["far", "near a"]
+    assert sorted(sets[1].near_labels) == ["far", "near b"]
+    assert sets[0].near_labels[0] == "near a" and sets[1].near_labels[0] == "near b"  # nearest first
+    assert [(p.candidates_kept, p.candidates_total) for p in sets] == [(2, 3), (2, 3)]
+    # the earlier rule drops every candidate near any inlier label: both classes keep only "far"
+    old = near_outlier_prompts(
+        ["a", "b"], vocabulary, embedding, 0.5, 5, torch.Generator().manual_seed(0), "all-labels"
+    )
+    assert [p.near_labels for p in old] == [["far"], ["far"]]
+    assert [p.candidates_kept for p in old] == [1, 1]
+
+
+def test_line5_filter_removes_nothing_with_one_inlier_class():
+    embedding = _two_class_embeddings()
+    (prompt_set,) = near_outlier_prompts(
+        ["a"], ["near a", "near b", "far"], embedding, 0.5, 5, torch.Generator().manual_seed(0)
+    )
+    assert prompt_set.candidates_kept == prompt_set.candidates_total == 3  # Y \ {a} is empty
+    assert prompt_set.near_labels[0] == "near a"
+    with pytest.raises(ValueError, match="other-labels, all-labels"):
+        near_outlier_prompts(["a"], ["far"], embedding, 0.5, 1, torch.Generator(), "own-label")
+
+
 def test_start_steps_lie_on_the_stride_grid_within_the_range():
-    steps = draw_start_steps(2000, 600, 10, torch.Generator().manual_seed(0))
-    assert int(steps.min()) >= 10 and int(steps.max()) <= 600
+    steps = draw_start_steps(2000, 0, 600, 10, torch.Generator().manual_seed(0))
+    assert int(steps.min()) == 10 and int(steps.max()) == 600
     assert bool((steps % 10 == 0).all())
     assert 250 < float(steps.float().mean()) < 350  # U(0, 600)
+
+
+@pytest.mark.parametrize(
+    ("rule", "stride", "bounds", "lowest", "mean"),
+    [
+        ("table10", 25, (0, 600), 25, 312.5),  # Table 10: (0, 600)
+        ("sec4.1", 25, (300, 600), 300, 450.0),  # Sec. 4.1: U(0.3T, 0.6T)
+        ("alg1", 25, (300, 975), 300, 637.5),  # Alg. 1 line 12: U(T0, T), T0 = 0.3T, capped at T - 1
+        ("table10", 10, (0, 600), 10, 305.0),
+        ("alg1", 10, (300, 990), 300, 645.0),
+    ],
+)
+def test_each_t0_rule_draws_within_its_range(rule, stride, bounds, lowest, mean):
+    assert start_step_bounds(rule, 1000, stride, 0.3, 0.6) == bounds
+    steps = draw_start_steps(20_000, *bounds, stride, torch.Generator().manual_seed(0))
+    assert int(steps.min()) == lowest and int(steps.max()) == bounds[1]  # every grid point is reachable
+    assert bool((steps % stride == 0).all())
+    assert float(steps.float().mean()) == pytest.approx(mean, abs=6.0)  # uniform over the grid points
+    grid = torch.arange(lowest, bounds[1] + 1, stride)
+    counts = torch.stack([(steps == g).sum() for g in grid]).float()
+    assert float(counts.min()) > 0.7 * float(counts.mean())
+
+
+def test_t0_rules_follow_the_fractions():
+    assert start_step_bounds("sec4.1", 1000, 10, 0.2, 0.5) == (200, 500)
+    assert start_step_bounds("alg1", 1000, 10, 0.0, 0.6) == (0, 990)
+    assert start_step_bounds("table10", 1000, 25, 0.3, 0.5) == (0, 500)
+    t_min, t_max = RODEO(t0_rule="sec4.1", stride=25).start_step_range(1000, 25)
+    assert (t_min, t_max) == (300, 600)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -201,20 +274,25 @@ def test_small_classes_get_the_scaled_minimum(nd_task):
     assert RODEO(small_class_count=10_000).generation_counts(small) == [100]
 
 
-def test_training_data_has_k_plus_1_classes(toy_backbones, osr_task, tmp_path, monkeypatch):
-    from bench.cache import DetectorCache
+def _training_spy(monkeypatch):
     from bench.methods import training
 
     seen = {}
     original = training.train_network
 
     def spy(network, task, loss_fn, uses_oe, epoch_outliers=None, optimizer_factory=None):
-        seen["oe"] = task.oe.images
-        seen["optimizer"] = optimizer_factory(network.parameters())
+        seen.update(task=task, uses_oe=uses_oe, optimizer=optimizer_factory(network.parameters()))
         short = dataclasses.replace(task, profile=dataclasses.replace(task.profile, epochs=1, min_steps=2))
         return original(network, short, loss_fn, uses_oe, epoch_outliers, optimizer_factory)
 
     monkeypatch.setattr(training, "train_network", spy)
+    return seen
+
+
+def test_training_data_has_k_plus_1_classes(toy_backbones, osr_task, tmp_path, monkeypatch):
+    from bench.cache import DetectorCache
+
+    seen = _training_spy(monkeypatch)
     method = RODEO(stride=50, guidance_scale=50.0, tau_image=0.2)
     detector = method.fit(osr_task, RunContext(device="cpu", cache=DetectorCache(tmp_path)))
     logits = detector.network(osr_task.images[:4])
@@ -222,10 +300,36 @@ def test_training_data_has_k_plus_1_classes(toy_backbones, osr_task, tmp_path, m
     assert detector.score_name == "extra_class"
     assert isinstance(seen["optimizer"], torch.optim.Adam)
     assert seen["optimizer"].param_groups[0]["lr"] == 1e-3  # Table 9
-    assert 0 < len(seen["oe"]) == detector.meta["exposure"]["kept"]
-    # the exposure is cached: a second fit regenerates nothing
+    # Alg. 1 line 22: one set D_in u D_exposure, the exposure labelled K, no separate OE stream
+    task, kept = seen["task"], detector.meta["exposure"]["kept"]
+    assert seen["uses_oe"] is False and task.oe is None
+    assert kept > 0 and len(task.images) == len(osr_task.images) + kept == len(task.labels)
+    assert torch.equal(task.images[: len(osr_task.images)], osr_task.images)
+    assert torch.equal(task.labels[: len(osr_task.labels)], osr_task.labels)
+    assert bool((task.labels[len(osr_task.labels) :] == osr_task.num_classes).all())
+    assert task.num_classes == osr_task.num_classes + 1
+    assert sum(detector.meta["exposure"]["kept_per_class"]) == kept
+    assert detector.meta["training"]["train_set"] == "union"
+    # the exposure is cached: a second fit regenerates nothing, also with the other training set
     monkeypatch.setattr(RODEO, "generate", lambda *a, **k: pytest.fail("regenerated a cached exposure"))
     method.fit(osr_task, RunContext(device="cpu", cache=DetectorCache(tmp_path)))
+    balanced = dataclasses.replace(method, train_set="balanced")
+    assert balanced.exposure_payload(osr_task) == method.exposure_payload(osr_task)
+    detector = balanced.fit(osr_task, RunContext(device="cpu", cache=DetectorCache(tmp_path)))
+    # the earlier scheme: the inliers, and the exposure as an OE stream of inlier-sized batches
+    task = seen["task"]
+    assert seen["uses_oe"] is True and torch.equal(task.images, osr_task.images)
+    assert len(task.oe.images) == detector.meta["exposure"]["kept"]
+    assert task.profile.oe_batch_size == task.profile.batch_size
+
+
+def test_union_training_set_size_and_labels(nd_task):
+    exposure = torch.rand(17, *nd_task.image_shape)
+    union = RODEO().training_task(nd_task, exposure)
+    assert len(union.images) == len(nd_task.images) + 17 == len(union.labels)
+    assert torch.bincount(union.labels).tolist() == [len(nd_task.images), 17]  # inliers 0, exposure K = 1
+    assert union.oe is None and union.num_classes == 2
+    assert union.fingerprint() != nd_task.fingerprint()
 
 
 def test_artifacts_grid_and_keep_rate(toy_backbones, nd_task, tmp_path):
@@ -245,6 +349,16 @@ def test_artifacts_grid_and_keep_rate(toy_backbones, nd_task, tmp_path):
 def test_bad_settings_are_rejected():
     with pytest.raises(BadInput, match="t0_max_fraction"):
         RODEO(t0_max_fraction=0.0)
+    with pytest.raises(BadInput, match="accepted: table10, sec4.1, alg1"):
+        RODEO(t0_rule="uniform")
+    with pytest.raises(BadInput, match="t0_min_fraction < t0_max_fraction"):
+        RODEO(t0_rule="sec4.1", t0_min_fraction=0.6)
+    with pytest.raises(BadInput, match="t0_min_fraction"):
+        RODEO(t0_min_fraction=1.0)
+    with pytest.raises(BadInput, match="accepted: other-labels, all-labels"):
+        RODEO(label_filter="own-label")
+    with pytest.raises(BadInput, match="accepted: union, balanced"):
+        RODEO(train_set="mixed")
     with pytest.raises(BadInput, match="vocabulary"):
         RODEO(vocabulary="wordnet")
     with pytest.raises(BadInput, match="stride"):
