@@ -38,6 +38,7 @@ from bench.config import Profile, get_profile, parse_overrides
 from bench.contracts import Cell, EvalSet, Method, RunContext
 from bench.datasets.oe_sources import check_oe_source, list_oe_sources, load_oe_source
 from bench.detector import Detector
+from bench.determinism import configure as configure_determinism
 from bench.errors import BadInput, NotApplicable
 from bench.metrics import METRICS, detection_metrics, id_acc
 from bench.registry import ATTACKS, DATASETS, METHODS, PROTOCOLS
@@ -405,6 +406,7 @@ class Runner:
 
     def run(self) -> dict[str, Any]:
         plan = self.plan
+        configure_determinism(plan.profile, plan.device)  # ci profile: threads, deterministic kernels
         units, pending = self.pending_units()
         manifest = self.manifest = self._start_manifest(len(units), len(pending))
         completed = 0

@@ -1,0 +1,70 @@
+"""Deterministic execution for the ``ci`` profile (regression tracking, README "Regression baseline").
+
+Seeds are already fixed everywhere a run draws randomness (each method seeds its network and its
+generators from the task seed, each attack from its own seed). What can still make two CPU runs of the
+same grid differ is floating-point summation order, which depends on how many threads split a
+reduction, and the few kernels that have nondeterministic variants. For the profiles named in
+``DETERMINISTIC_PROFILES`` the runner calls :func:`configure` once before it trains or attacks
+anything: a fixed intra-op thread count (``THREADS``, so a 2-core CI machine and a 16-core laptop split
+work the same way), ``torch.use_deterministic_algorithms(True)`` and cuDNN's deterministic mode.
+
+On CUDA the same call asks cuBLAS for a fixed workspace (``CUBLAS_WORKSPACE_CONFIG``; it only takes effect
+if cuBLAS has not started yet) and only warns about ops without a deterministic kernel instead of failing:
+the ci profile is deterministic on CPU, not promised to be bit-identical on GPUs.
+
+The settings are process-wide and stay in force after the run (the CLI runs one grid per process).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+DETERMINISTIC_PROFILES = frozenset({"ci"})
+# Intra-op threads for deterministic profiles: the CI machine's core count. Two runs of the ci grid
+# with this setting agreed exactly on a 2-core machine (README "Regression baseline").
+THREADS = 2
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What :func:`configure` set (``None`` when the profile is not deterministic)."""
+
+    threads: int
+    deterministic_algorithms: bool
+    warn_only: bool
+    cudnn_deterministic: bool
+    cudnn_benchmark: bool
+
+
+def is_deterministic(profile_name: str) -> bool:
+    return profile_name in DETERMINISTIC_PROFILES
+
+
+def configure(profile, device: str = "cpu") -> Settings | None:
+    """Make this process deterministic when ``profile`` (a Profile or its name) asks for it."""
+    name = getattr(profile, "name", profile)
+    if not is_deterministic(name):
+        return None
+    on_cpu = str(device).startswith("cpu")
+    if not on_cpu:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.set_num_threads(THREADS)
+    torch.use_deterministic_algorithms(True, warn_only=not on_cpu)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    return current()
+
+
+def current() -> Settings:
+    """The process's present settings (for tests and the manifest)."""
+    return Settings(
+        threads=torch.get_num_threads(),
+        deterministic_algorithms=torch.are_deterministic_algorithms_enabled(),
+        warn_only=torch.is_deterministic_algorithms_warn_only_enabled(),
+        cudnn_deterministic=bool(torch.backends.cudnn.deterministic),
+        cudnn_benchmark=bool(torch.backends.cudnn.benchmark),
+    )
