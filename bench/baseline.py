@@ -1,0 +1,161 @@
+"""The CI regression baseline: ``results/baseline/ci.csv`` (README "Regression baseline").
+
+``python -m bench.baseline`` runs the real CLI, ``bench run --methods <every registered method>
+--protocol P --dataset digits --profile ci`` with every registered attack, once per protocol (nd, osr,
+ood), each into ``<work>/<P>/``, then merges the three results.csv files into one CSV (the columns of a
+run's results.csv, rows sorted on bench compare's key). ``.ci/run`` calls it with a fresh cache and
+compares the merged file against the committed baseline with ``bench compare``.
+
+    python -m bench.baseline                       # regenerate results/baseline/ci.csv
+    python -m bench.baseline --out NEW.csv         # the same grid, written elsewhere (what CI does)
+    python -m bench.baseline merge A.csv B.csv ... --out MERGED.csv   # merge only
+
+The runs' folders stay under ``--work`` (default: a temporary folder, deleted afterwards), so a killed
+grid resumes when given the same ``--work``. Use a fresh ``BENCH_CACHE`` for a baseline: a cached
+detector from older code would otherwise be reused (its key covers the method's code, not the
+runner's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.compare import KEY
+from bench.store import atomic_write_bytes
+
+PROTOCOLS = ("nd", "osr", "ood")
+DATASET = "digits"
+PROFILE = "ci"
+DEFAULT_OUT = Path("results/baseline/ci.csv")
+
+
+class MergeError(ValueError):
+    pass
+
+
+def _sort_key(row: dict[str, str]) -> tuple:
+    return tuple(int(row[k]) if k == "seed" else row[k] for k in KEY)
+
+
+def merge(inputs: Sequence[Path], out: Path) -> int:
+    """Merge tidy results CSVs into ``out``; return the number of rows.
+
+    Every input must have the same header, which must contain bench compare's key columns; a key
+    (method, protocol, dataset, cell, seed, attack, metric) found twice is an error, since compare could
+    not tell which row counts. Rows are sorted on that key so that a regenerated baseline diffs cleanly.
+    """
+    if not inputs:
+        raise MergeError("nothing to merge: give one or more results CSV files")
+    header: list[str] | None = None
+    rows: list[dict[str, str]] = []
+    for path in inputs:
+        with Path(path).open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            fields = list(reader.fieldnames or [])
+            if header is None:
+                missing = [k for k in KEY if k not in fields]
+                if missing:
+                    raise MergeError(f"{path} lacks the key columns {', '.join(missing)}")
+                header = fields
+            elif fields != header:
+                raise MergeError(f"{path} has columns {fields}, unlike {inputs[0]}: {header}")
+            rows.extend(reader)
+    seen: dict[tuple, int] = {}
+    for row in rows:
+        key = _sort_key(row)
+        if key in seen:
+            raise MergeError(f"row {dict(zip(KEY, key, strict=True))} appears twice in the inputs")
+        seen[key] = 1
+    rows.sort(key=_sort_key)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, buffer.getvalue().encode())
+    return len(rows)
+
+
+def registered_methods() -> list[str]:
+    from bench.registry import METHODS
+
+    return METHODS.names()
+
+
+def run_command(protocol: str, methods: Sequence[str], out_dir: Path) -> list[str]:
+    """The ``bench run`` command line of one protocol of the grid (every attack is the default)."""
+    return [
+        sys.executable,
+        "-m",
+        "bench",
+        "run",
+        "--methods",
+        *methods,
+        "--protocol",
+        protocol,
+        "--dataset",
+        DATASET,
+        "--profile",
+        PROFILE,
+        "--device",
+        "cpu",
+        "--out",
+        str(out_dir),
+    ]
+
+
+def run_grid(out: Path, work: Path, protocols: Sequence[str] = PROTOCOLS) -> int:
+    methods = registered_methods()
+    inputs = []
+    for protocol in protocols:
+        command = run_command(protocol, methods, work / protocol)
+        print("$", " ".join(command[2:] if command[1] == "-m" else command), flush=True)
+        started = time.monotonic()
+        subprocess.run(command, check=True)
+        print(f"{protocol}: {time.monotonic() - started:.0f} s", flush=True)
+        inputs.append(work / protocol / "results.csv")
+    n = merge(inputs, out)
+    print(f"{out}: {n} rows from {', '.join(protocols)}")
+    return n
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["merge"]:
+        parser = argparse.ArgumentParser(
+            prog="python -m bench.baseline merge", description="merge results CSVs"
+        )
+        parser.add_argument("inputs", nargs="+", type=Path)
+        parser.add_argument("--out", type=Path, required=True)
+        args = parser.parse_args(argv[1:])
+        try:
+            n = merge(args.inputs, args.out)
+        except (MergeError, OSError) as error:
+            print(f"bench.baseline: error: {error}", file=sys.stderr)
+            return 2
+        print(f"{args.out}: {n} rows")
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m bench.baseline", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"merged CSV (default {DEFAULT_OUT})")
+    parser.add_argument("--work", type=Path, help="folder for the three run folders (default: temporary)")
+    parser.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS))
+    args = parser.parse_args(argv)
+    if args.work is not None:
+        run_grid(args.out, args.work, args.protocols)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="bench-baseline-") as work:
+        run_grid(args.out, Path(work), args.protocols)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
