@@ -461,7 +461,7 @@ def warning_index(sources: list[Source], df: pd.DataFrame) -> tuple[dict[tuple, 
 
 def load_published(folder: Path | None) -> pd.DataFrame:
     """Every ``*.csv`` of ``folder`` (columns method, protocol, dataset, cell, attack, metric, value,
-    source). Values above 1.5 are taken as percent (papers print percent; our files hold fractions)."""
+    source). Values are percent, as the papers print them (our own files hold fractions)."""
     import pandas as pd
 
     empty = pd.DataFrame({c: pd.Series(dtype=str) for c in PUBLISHED_COLUMNS})
@@ -478,7 +478,7 @@ def load_published(folder: Path | None) -> pd.DataFrame:
         frame = frame[list(PUBLISHED_COLUMNS)].copy()
         frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
         frame = frame.dropna(subset=["value"])
-        frame["value"] = frame["value"].where(frame["value"] <= 1.5, frame["value"] / 100.0)
+        frame["value"] = frame["value"] / 100.0
         frame["file"] = path.name
         frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else empty

@@ -207,7 +207,6 @@ def test_site_loads_and_compares(published):
     ]
 
 
-@pytest.mark.xfail(reason="bench.site.load_published reads values <= 1.5 as fractions; papers print 0-1.5 %")
 def test_small_percentages_stay_percent():
     loaded = site.load_published(PUBLISHED)
     row = loaded[loaded["source"] == "ATOM Table 1, row CIFAR-10, SOFL [37], column L∞ OOD AUROC"]

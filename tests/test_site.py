@@ -227,8 +227,8 @@ def test_published_comparison_difference_and_profile(tmp_path, frame):
     (pub / "rodeo-table1.csv").write_text(
         "method,protocol,dataset,cell,attack,metric,value,source\n"
         "atom,nd,toy,mean,pgd,auroc,55.0,RODEO Table 1a\n"  # percent, as printed in the paper
-        "ATOM,nd,toy,c1,clean,auroc,0.6,RODEO Table 3\n"  # a fraction, one cell, other case
-        "oe,nd,toy,mean,pgd,auroc,0.9,RODEO Table 1a\n",  # no such method here: not shown
+        "ATOM,nd,toy,c1,clean,auroc,60,RODEO Table 3\n"  # one cell, other case
+        "oe,nd,toy,mean,pgd,auroc,90,RODEO Table 1a\n",  # no such method here: not shown
         encoding="utf-8",
     )
     rows = site.published_comparison(frame, site.load_published(pub))
