@@ -1,5 +1,5 @@
 # Two entry points (README): `make run` and `make test`. Both create .venv when it is missing and
-# install the project into it (editable, with the dev extra) whenever pyproject.toml changed.
+# install the project into it (editable, with the dev and ray extras) whenever pyproject.toml changed.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +9,7 @@ STAMP := $(VENV)/.bench-installed
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -68,11 +68,33 @@ def cli() -> None:
     is_flag=True,
     help="Recompute the finished units of --out whose method or attack code has changed since.",
 )
+@click.option(
+    "--executor", default="local", show_default=True, help="local, or ray (pip install -e '.[ray]')."
+)
+@click.option(
+    "--address", default=None, help="ray: auto or HOST:PORT of a running cluster (default: start one)."
+)
+@click.option("--retries", default="2", show_default=True, help="ray: retries of a task whose worker died.")
 def run_command(
-    methods, protocol, dataset, attacks, profile, seeds, out, device, settings, oe, dry_run, rerun_stale
+    methods,
+    protocol,
+    dataset,
+    attacks,
+    profile,
+    seeds,
+    out,
+    device,
+    settings,
+    oe,
+    dry_run,
+    rerun_stale,
+    executor,
+    address,
+    retries,
 ):
     """Run methods x protocol cells x seeds x attacks and write results, scores and a report."""
     from bench.runner import RunSpec, plan_run
+    from bench.store import StorageError
 
     parsed_seeds = []
     for seed in seeds:
@@ -80,6 +102,10 @@ def run_command(
             parsed_seeds.append(int(seed))
         except ValueError:
             raise BadInput(f"bad seed {seed!r}; seeds are integers >= 0") from None
+    try:
+        parsed_retries = int(retries)
+    except ValueError:
+        raise BadInput(f"bad --retries {retries!r}; accepted: an integer >= 0") from None
     spec = RunSpec(
         methods=list(methods),
         protocol=protocol,
@@ -93,12 +119,22 @@ def run_command(
         oe=oe,
         command="bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         rerun_stale=rerun_stale,
+        executor=executor,
+        address=address,
+        retries=parsed_retries,
     )
     plan = plan_run(spec)
+    if device == "auto":
+        where = "on each Ray worker's node" if plan.device == "auto" else plan.device
+        click.echo(f"device: {where} (chosen by --device auto)")
     if dry_run:
         print_dry_run(plan)
         return
-    execute(plan)
+    try:
+        execute(plan)
+    except StorageError as error:
+        click.echo(f"bench: error: {error}", err=True)
+        sys.exit(1)
 
 
 def print_dry_run(plan) -> None:
@@ -190,9 +226,16 @@ def execute(plan) -> None:
         write_report(plan.run_dir)
     frame = load_results(plan.run_dir)
     print_summary(console, summary_table(frame, metric="auroc"), plan)
+    errors = manifest["invocations"][-1].get("units_error", 0)
     console.print(
         f"{pending} of {manifest['invocations'][-1]['units_total']} units computed in "
-        f"{time.perf_counter() - started:.1f} s; results in {plan.run_dir}/results.csv, report {report_path}"
+        f"{time.perf_counter() - started:.1f} s"
+        + (
+            f" ({errors} with status=error: see their reason; the same command retries them)"
+            if errors
+            else ""
+        )
+        + f"; results in {plan.run_dir}/results.csv, report {report_path}"
     )
 
 

@@ -1,20 +1,28 @@
-"""The result store of one run directory: results.csv, scores/, manifest.json.
+"""The result store of one run directory: results.csv, scores/, artifacts/, manifest.json, .lock.
 
-Every write is atomic (write a temporary file beside the target, then ``os.replace``), so a run that is
-killed loses at most the unit in flight, and a reader never sees a half-written file.
+The store alone writes a run folder. Every write is atomic (write a temporary file beside the target,
+then ``os.replace``), so a run that is killed loses at most the unit in flight, and a reader never sees
+a half-written file. ``RunLock`` keeps one writer per run folder: a lock file holding the writer's pid and
+host, reclaimed when that process is gone.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
+import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench.errors import BadInput
+from bench.provenance import now
 
 COLUMNS = [
     "run_id",
@@ -71,6 +79,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+class StorageError(Exception):
+    """A write into the run folder failed (disk full, folder made read-only): the finished units' rows
+    are kept, the unit in flight is lost, and the same command resumes once the cause is fixed."""
+
+
+class RunFolderInUse(BadInput):
+    """Another live ``bench run`` holds the run folder's lock."""
+
+
 def unit_of(cell: str) -> str:
     """The protocol cell a row belongs to (``all:glyphs`` -> ``all``)."""
     return cell.split(":", 1)[0]
@@ -94,13 +111,17 @@ class ResultStore:
             return [{column: row.get(column, "") for column in COLUMNS} for row in reader]
 
     def finished_units(self) -> set[tuple[str, str, int, str]]:
-        """(method, cell, seed, attack) of every unit that has rows."""
+        """(method, cell, seed, attack) of every unit that has rows other than ``status=error`` (a unit
+        that failed is tried again by the same command)."""
         return set(self.unit_hashes())
 
     def unit_hashes(self) -> dict[tuple[str, str, int, str], set[tuple[str, str]]]:
-        """(method, cell, seed, attack) -> the (method_hash, attack_hash) pairs found in its rows."""
+        """(method, cell, seed, attack) -> the (method_hash, attack_hash) pairs found in its rows
+        (``status=error`` rows aside)."""
         found: dict[tuple[str, str, int, str], set[tuple[str, str]]] = {}
         for r in self.read_rows():
+            if r["status"] == "error":
+                continue
             key = (r["method"], unit_of(r["cell"]), int(r["seed"]), r["attack"])
             found.setdefault(key, set()).add((r["method_hash"], r["attack_hash"]))
         return found
@@ -124,6 +145,34 @@ class ResultStore:
             writer.writerow({column: _format(row.get(column, "")) for column in COLUMNS})
         atomic_write_bytes(self.results_path, buffer.getvalue().encode())
 
+    def write_unit(self, result) -> None:
+        """Store one finished unit (an ``execute.UnitResult``): its scores and the group's artifacts
+        first, then its rows in one atomic rewrite of results.csv (replacing earlier rows of the unit)."""
+        unit = result.unit
+        if result.scores:
+            self.save_scores(unit.method, unit.cell, unit.seed, unit.attack, result.scores)
+        if result.artifacts:
+            self.save_artifacts(f"{unit.method}/{unit.cell}-seed{unit.seed}", result.artifacts)
+        self.replace_unit_rows(unit.key, result.rows)
+
+    def save_artifacts(self, name: str, files: dict[str, bytes]) -> None:
+        """``artifacts/<name>/`` with ``files`` (relative path -> content), written once into a temporary
+        folder and renamed into place; kept when it exists."""
+        target = self.run_dir / "artifacts" / name
+        if target.exists():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+        try:
+            for relative, data in files.items():
+                path = staging / relative
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            staging.rename(target)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
     # scores/ -----------------------------------------------------------------------------------
     def save_scores(
         self, method: str, cell: str, seed: int, attack: str, arrays: dict[str, np.ndarray]
@@ -143,6 +192,91 @@ class ResultStore:
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         text = json.dumps(manifest, indent=2, sort_keys=False, default=str)
         atomic_write_bytes(self.manifest_path, text.encode())
+
+
+class RunLock:
+    """One writer per run folder: ``<run_dir>/.lock`` holds the writer's pid, host and start time.
+
+    A second writer is refused with ``RunFolderInUse`` naming them. A lock whose process is gone (same
+    host, no such pid) or that cannot be read is stale and reclaimed. The lock file is published
+    complete (written beside it, then hard-linked into place, which fails when it exists)."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / ".lock"
+        self.held = False
+
+    def holder(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}
+
+    @staticmethod
+    def is_stale(holder: dict[str, Any]) -> bool:
+        if not isinstance(holder.get("pid"), int) or not isinstance(holder.get("host"), str):
+            return True
+        if holder["host"] != socket.gethostname():
+            return False  # cannot tell from here whether it still runs
+        return not _pid_alive(holder["pid"])
+
+    def acquire(self) -> RunLock:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": now()}
+        fd, tmp = tempfile.mkstemp(prefix=".lock.", suffix=".tmp", dir=self.run_dir)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(record, handle)
+            for _attempt in range(3):
+                try:
+                    os.link(tmp, self.path)
+                    self.held = True
+                    return self
+                except FileExistsError:
+                    holder = self.holder()
+                    if holder is None:
+                        continue  # released meanwhile
+                    if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+                        raise RunFolderInUse(
+                            f"--out {str(self.run_dir)!r} is already being written by this process"
+                        ) from None
+                    if not self.is_stale(holder):
+                        raise RunFolderInUse(
+                            f"--out {str(self.run_dir)!r} is in use by pid {holder['pid']} on host "
+                            f"{holder['host']} since {holder.get('started', '?')} (lock file {self.path}); "
+                            "accepted: wait for it, or delete the lock file if that run is gone"
+                        ) from None
+                    self.path.unlink(missing_ok=True)  # stale: its writer is gone
+            raise RunFolderInUse(f"--out {str(self.run_dir)!r}: could not take the lock file {self.path}")
+        finally:
+            os.unlink(tmp)
+
+    def release(self) -> None:
+        if self.held:
+            holder = self.holder()
+            if holder and holder.get("pid") == os.getpid():
+                self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError as error:
+        return error.errno != errno.ESRCH
+    return True
 
 
 def _format(value: Any) -> Any:

@@ -85,7 +85,11 @@ def test_detector_files_are_safetensors_and_json_only(tmp_path):
     cache = DetectorCache(tmp_path)
     cache.save_detector("key1", _random_detector())
     directory = cache.detector_dir("key1")
-    assert sorted(p.name for p in directory.iterdir()) == ["detector.json", "detector.safetensors"]
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "detector.json",
+        "detector.safetensors",
+        "digests.json",  # sha256 of the other two: a corrupt entry is found and rebuilt
+    ]
     record = json.loads((directory / "detector.json").read_text())
     assert record["class"] == "ClassifierDetector" and record["config"]["score"] == "energy"
     # only the cache's folders remain: no staging folders or temporary files
@@ -94,6 +98,7 @@ def test_detector_files_are_safetensors_and_json_only(tmp_path):
         "detectors/key1",
         "detectors/key1/detector.json",
         "detectors/key1/detector.safetensors",
+        "detectors/key1/digests.json",
     ]
     # the weights load without pickle
     assert {k for k in load_detector(directory).state_dict()} == set(_random_detector().state_dict())

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench import runner as runner_module
+from bench import plan as plan_module
 from bench.cache import DetectorCache
 from bench.contracts import Method
 from bench.datasets import oe_sources
@@ -101,13 +101,13 @@ def test_changed_code_is_refused_then_rerun_stale_replaces_exactly_those_units(t
     plan, _ = tiny()
     before = _snapshot(plan.run_dir)
     rows_before = read_rows(plan.run_dir)
-    original = getattr(runner_module, which)
+    original = getattr(plan_module, which)
 
     def changed(plan, name):  # the code of pgd (or of the method) changed since
         value = original(plan, name)
         return "changed00000" if which == "method_hash" or name == "pgd" else value
 
-    monkeypatch.setattr(runner_module, which, changed)
+    monkeypatch.setattr(plan_module, which, changed)
     with pytest.raises(BadInput, match=r"finished unit\(s\) computed by other code .*--rerun-stale"):
         tiny()
     assert _snapshot(plan.run_dir) == before  # refused before any write

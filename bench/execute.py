@@ -1,0 +1,328 @@
+"""Executing one unit group: a (method, cell, seed) fitted once and attacked once per pending attack.
+
+``execute_group(plan, group, cache)`` is a function of the plan and the group: it builds the cell, fits
+the detector (or loads it from the detector cache), runs each attack and yields one ``UnitResult`` per
+attack: its rows, its scores, the attack's validity warnings and, with the first result, the method's
+per-cell artifacts. It writes nothing into the run folder (the store does, on the driver), so an executor
+may run it in this process or on another machine.
+
+What can go wrong inside a unit becomes rows, never a number made up: a method that cannot run the cell
+gives ``status=na`` rows; scores with NaN or inf, or an exception, give ``status=error`` rows with the
+reason, and the other groups go on. A GPU out-of-memory error during an attack halves the attack batch
+and tries the evaluation set again; the batch that worked is reported with the unit.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import bench
+from bench.attacks.base import Attack, detector_device
+from bench.cache import DetectorCache
+from bench.contracts import Cell, EvalSet, RunContext
+from bench.detector import Detector
+from bench.errors import NotApplicable
+from bench.metrics import METRICS, detection_metrics, id_acc
+from bench.plan import RunPlan, Unit, UnitGroup, detector_key
+from bench.provenance import now
+from bench.store import AGGREGATE_SUFFIX
+
+Log = Callable[[str], None] | None
+
+
+@dataclass
+class UnitResult:
+    """What one (method, cell, seed, attack) produced; the store writes it."""
+
+    unit: Unit
+    rows: list[dict]
+    scores: dict[str, np.ndarray] | None = None  # "<set>__clean|attacked|is_outlier" -> array
+    warnings: list[str] = field(default_factory=list)  # lines for manifest.json "warnings"
+    artifacts: dict[str, bytes] = field(default_factory=dict)  # the group's artifacts (first unit only)
+    attack_batch: int | None = None  # attack batch size after halving on out-of-memory; None: whole sets
+
+    @property
+    def status(self) -> str:
+        return self.rows[0]["status"] if self.rows else "ok"
+
+
+def build_cell(plan: RunPlan, cell_id: str, seed: int) -> Cell:
+    for cell in plan.protocol.cells(plan.dataset, plan.profile, seed, plan.device):
+        if cell.cell_id == cell_id:
+            return cell
+    raise KeyError(f"no cell {cell_id!r} in protocol {plan.spec.protocol} for seed {seed}")
+
+
+def execute_group(
+    plan: RunPlan, group: UnitGroup, cache: DetectorCache, log: Log = None, cell: Cell | None = None
+) -> Iterator[UnitResult]:
+    """One UnitResult per attack of ``group``, in order. A failure after ``k`` results gives error rows
+    for the remaining attacks (the reason is the exception's type and first line)."""
+    done = 0
+    try:
+        for result in _execute(plan, group, cache, log, cell):
+            done += 1
+            yield result
+    except Exception as error:  # noqa: BLE001 - a failing unit group becomes error rows; the run goes on
+        if log:
+            log(f"{group.method} {group.cell} seed {group.seed} failed:\n{traceback.format_exc()}")
+        yield from failed_group(plan, group, failure_reason(error), skip=done)
+
+
+def failure_reason(error: BaseException) -> str:
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    return f"{type(error).__name__}: {first_line}"[:300]
+
+
+def failed_group(plan: RunPlan, group: UnitGroup, reason: str, skip: int = 0) -> Iterator[UnitResult]:
+    """``status=error`` results for the attacks of ``group`` after the first ``skip``."""
+    for unit in group.units()[skip:]:
+        yield UnitResult(unit, error_rows(plan, unit, reason))
+
+
+def _execute(
+    plan: RunPlan, group: UnitGroup, cache: DetectorCache, log: Log, cell: Cell | None
+) -> Iterator[UnitResult]:
+    cell = cell if cell is not None else build_cell(plan, group.cell, group.seed)
+    recovered_before = len(cache.recovered)
+    detector, reason, fit_seconds = fit_detector(plan, group.method, cell, cache, log)
+    artifacts = collect_artifacts(plan, group, cell, cache, log) if detector is not None else {}
+    cache_warnings = cache.recovered[recovered_before:]
+    clean_scores: dict[str, np.ndarray] = {}
+    batch: int | None = None
+    for index, unit in enumerate(group.units()):
+        extra = {"artifacts": artifacts, "warnings": list(cache_warnings)} if index == 0 else {}
+        if detector is None:
+            result = UnitResult(unit, na_rows(plan, unit, cell, reason))
+        else:
+            result, batch = attack_unit(plan, unit, cell, detector, fit_seconds, clean_scores, batch)
+        result.artifacts = extra.get("artifacts", {})
+        result.warnings = extra.get("warnings", []) + result.warnings
+        yield result
+
+
+def fit_detector(
+    plan: RunPlan, method_name: str, cell: Cell, cache: DetectorCache, log: Log = None
+) -> tuple[Detector | None, str, float]:
+    """(detector or None, reason if not applicable, fit seconds)."""
+    method = plan.methods[method_name]
+    if plan.spec.protocol not in method.protocols:
+        return None, f"{method_name} does not support protocol {plan.spec.protocol}", 0.0
+    if "oe" in method.requires and cell.task.oe is None:
+        return None, f"{method_name} needs an auxiliary outlier source; dataset has none", 0.0
+    key = detector_key(method_name, method, cell.task)
+    started = time.perf_counter()
+    detector = cache.load_detector(key, plan.device)
+    if detector is None:
+        ctx = RunContext(device=plan.device, cache=cache, log=log)
+        try:
+            detector = method.fit(cell.task, ctx)
+        except NotApplicable as reason:
+            return None, str(reason), 0.0
+        detector.meta.update(
+            {"method": method_name, "hyperparameters": method.hyperparameters(), "cache_key": key}
+        )
+        detector = detector.to(plan.device).eval()
+        cache.save_detector(key, detector)
+    elapsed = time.perf_counter() - started
+    trained = detector.meta.get("training", {}).get("train_seconds")
+    return detector, "", float(trained) if trained is not None else elapsed
+
+
+def collect_artifacts(
+    plan: RunPlan, group: UnitGroup, cell: Cell, cache: DetectorCache, log: Log
+) -> dict[str, bytes]:
+    """The method's per-cell files (relative path -> bytes), written into a temporary folder and read
+    back; empty when the run folder has them already (a resumed run) or the method writes none."""
+    if (plan.run_dir / "artifacts" / group.method / f"{cell.cell_id}-seed{group.seed}").exists():
+        return {}
+    with tempfile.TemporaryDirectory(prefix="bench-artifacts-") as folder:
+        staging = Path(folder)
+        ctx = RunContext(device=plan.device, cache=cache, log=log)
+        plan.methods[group.method].write_artifacts(cell.task, ctx, staging)
+        return {
+            str(path.relative_to(staging)): path.read_bytes()
+            for path in sorted(staging.rglob("*"))
+            if path.is_file()
+        }
+
+
+def attack_unit(
+    plan: RunPlan,
+    unit: Unit,
+    cell: Cell,
+    detector: Detector,
+    fit_seconds: float,
+    clean_scores: dict[str, np.ndarray],
+    batch: int | None = None,
+) -> tuple[UnitResult, int | None]:
+    """Run one attack on every evaluation set of the cell: (its result, the attack batch that worked)."""
+    attack = plan.attack(unit.attack, unit.seed)
+    attack.reset_spent()
+    results, arrays = [], {}
+    started = time.perf_counter()
+    eps = plan.dataset.eps
+    for evalset in cell.evalsets:
+        if evalset.name not in clean_scores:
+            clean_scores[evalset.name] = detector.score(evalset.images).numpy()
+        problem = non_finite(clean_scores[evalset.name], "clean", evalset)
+        if not problem:
+            x_adv, batch = perturb_in_batches(attack, detector, evalset, eps, batch)
+            attacked = detector.score(x_adv).numpy()
+            problem = non_finite(attacked, "attacked", evalset)
+        if problem:
+            return UnitResult(unit, error_rows(plan, unit, problem), attack_batch=batch), batch
+        arrays[f"{evalset.name}__clean"] = clean_scores[evalset.name]
+        arrays[f"{evalset.name}__attacked"] = attacked
+        arrays[f"{evalset.name}__is_outlier"] = evalset.is_outlier.numpy()
+        values = detection_metrics(attacked, evalset.is_outlier.numpy())
+        if detector.classifies and evalset.labels is not None:
+            values["id_acc"] = id_accuracy(detector, x_adv, evalset)
+        results.append((evalset, values))
+    attack_seconds = time.perf_counter() - started
+    warnings = [f"{unit.method} {unit.cell} seed {unit.seed} {unit.attack}: {m}" for m in attack.warnings]
+    rows = ok_rows(plan, unit, cell, attack, results, fit_seconds, attack_seconds)
+    return UnitResult(unit, rows, arrays, warnings, attack_batch=batch), batch
+
+
+def perturb_in_batches(
+    attack: Attack, detector: Detector, evalset: EvalSet, eps: float, batch: int | None
+) -> tuple[torch.Tensor, int | None]:
+    """``attack.perturb`` on the whole set (``batch`` None) or in batches; on a GPU out-of-memory error
+    the batch is halved and the set attacked again from the spending recorded before it."""
+    images, is_outlier = evalset.images, evalset.is_outlier
+    spent_before = copy.deepcopy(getattr(attack, "_spent", None))
+    warnings_before = list(getattr(attack, "warnings", []))
+    while True:
+        size = batch or len(images)
+        try:
+            parts = [
+                attack.perturb(detector, images[i : i + size], is_outlier[i : i + size], eps)
+                for i in range(0, len(images), size)
+            ]
+            return (torch.cat(parts) if parts else images), batch
+        except torch.cuda.OutOfMemoryError:
+            if size <= 1:
+                raise
+            batch = max(1, size // 2)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            attack._spent = copy.deepcopy(spent_before)  # the failed attempt's spending does not count
+            attack.warnings = list(warnings_before)
+
+
+def non_finite(scores: np.ndarray, which: str, evalset: EvalSet) -> str:
+    """The reason for error rows when ``scores`` hold NaN or inf ("" when all are finite)."""
+    nan, inf = int(np.isnan(scores).sum()), int(np.isinf(scores).sum())
+    if nan == 0 and inf == 0:
+        return ""
+    return f"non-finite {which} scores on set {evalset.name}: {nan} NaN, {inf} inf of {len(scores)}"
+
+
+def id_accuracy(detector: Detector, x_adv: torch.Tensor, evalset: EvalSet) -> float:
+    inliers = ~evalset.is_outlier
+    with torch.inference_mode():
+        device = detector_device(detector, x_adv)  # a detector may have no parameters
+        logits = detector.classify(x_adv[inliers].to(device))
+    return id_acc(logits.argmax(dim=1).cpu().numpy(), evalset.labels[inliers].numpy())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rows
+
+
+def unit_fields(plan: RunPlan, unit: Unit, attack: Attack, status: str, reason: str = "") -> dict:
+    """The columns shared by every row of one (method, cell, seed, attack) unit."""
+    spent = status == "ok"
+    budget = attack.spent_budget() if spent else attack.budget()
+    return {
+        "run_id": plan.run_id,
+        "method": unit.method,
+        "method_hash": plan.method_hashes[unit.method],
+        "protocol": plan.spec.protocol,
+        "dataset": plan.spec.dataset,
+        "seed": unit.seed,
+        "attack": unit.attack,
+        "attack_hash": plan.attack_hashes[unit.attack],
+        "eps": plan.dataset.eps if attack.uses_eps else 0.0,
+        "steps": budget.steps,
+        "restarts": budget.restarts,
+        "grad_evals": budget.grad_evals if spent else 0,
+        "queries": budget.queries if spent else 0,
+        "status": status,
+        "reason": reason,
+        "profile": plan.profile.name,
+        "split_version": plan.protocol.split_version(plan.dataset),
+        "bench_version": bench.__version__,
+        "git_sha": plan.git_sha,
+        "device": plan.device,
+        "timestamp": now(),
+    }
+
+
+def na_rows(plan: RunPlan, unit: Unit, cell: Cell, reason: str) -> list[dict]:
+    fields = unit_fields(plan, unit, plan.attack(unit.attack, unit.seed), "na", reason)
+    n_in = cell.evalsets[0].n_in  # every evaluation set of a cell shares its inliers
+    n_out = sum(e.n_out for e in cell.evalsets)
+    return [row(fields, unit.cell, "auroc", "", n_in, n_out, 0.0, 0.0)]
+
+
+def error_rows(plan: RunPlan, unit: Unit, reason: str) -> list[dict]:
+    """One ``status=error`` auroc row with the reason and no value; sizes as the protocol plans them."""
+    fields = unit_fields(plan, unit, plan.attack(unit.attack, unit.seed), "error", reason)
+    try:
+        sizes = {
+            c: (n_in, n_out) for c, _, n_in, n_out in plan.protocol.cell_sizes(plan.dataset, plan.profile)
+        }
+    except Exception:  # noqa: BLE001 - the sizes are informative; the error row is what matters
+        sizes = {}
+    n_in, n_out = sizes.get(unit.cell, ("", ""))
+    return [row(fields, unit.cell, "auroc", "", n_in, n_out if n_out != -1 else "", 0.0, 0.0)]
+
+
+def ok_rows(
+    plan: RunPlan, unit: Unit, cell: Cell, attack, results, fit_seconds, attack_seconds
+) -> list[dict]:
+    """One row per (evaluation set, metric); with several sets, also their mean as ``<cell>:mean``."""
+    fields = unit_fields(plan, unit, attack, "ok")
+    timing = (round(fit_seconds, 3), round(attack_seconds, 3))
+    rows = []
+    per_metric: dict[str, list[float]] = {}
+    multi = len(cell.evalsets) > 1
+    for evalset, values in results:
+        cell_name = f"{cell.cell_id}:{evalset.name}" if multi else cell.cell_id
+        for metric in METRICS:
+            if metric in values:
+                per_metric.setdefault(metric, []).append(values[metric])
+                rows.append(
+                    row(fields, cell_name, metric, values[metric], evalset.n_in, evalset.n_out, *timing)
+                )
+    if multi:
+        n_in = results[0][0].n_in
+        n_out = sum(evalset.n_out for evalset, _ in results)
+        for metric, values in per_metric.items():
+            mean_cell = cell.cell_id + AGGREGATE_SUFFIX
+            rows.append(row(fields, mean_cell, metric, float(np.mean(values)), n_in, n_out, *timing))
+    return rows
+
+
+def row(fields: dict, cell: str, metric: str, value, n_in, n_out, fit_s: float, attack_s: float) -> dict:
+    return {
+        **fields,
+        "cell": cell,
+        "metric": metric,
+        "value": value,
+        "n_in": n_in,
+        "n_out": n_out,
+        "fit_seconds": fit_s,
+        "attack_seconds": attack_s,
+    }

@@ -1,0 +1,482 @@
+"""Planning a run: validate what the user asked for and resolve it into a RunPlan. Writes nothing.
+
+``plan_run`` checks every name, value and file the run will read, the output folder (writable, with free
+space, not holding another configuration) and the finished units of an existing run folder against the
+current code, so a run that would fail or mix code versions fails here, before any write; a dry run
+calls it too and reports the same errors. The plan also carries what every unit's rows share (the
+method and attack hashes, the git sha), so executing a unit is a function of the plan and the unit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.attacks.base import Attack
+from bench.cache import payload_hash
+from bench.code_version import method_dependencies, source_version
+from bench.config import Profile, get_profile, parse_overrides
+from bench.contracts import Method
+from bench.datasets.oe_sources import check_oe_source, list_oe_sources, load_oe_source
+from bench.errors import BadInput
+from bench.provenance import git_sha
+from bench.registry import ATTACKS, DATASETS, METHODS, PROTOCOLS
+from bench.store import ResultStore
+
+EXECUTORS = ("local", "ray")
+MIN_FREE_BYTES = 64 * 2**20  # an output folder with less free space is refused before any training
+
+
+@dataclass
+class ExecutorSettings:
+    """``--set executor.FIELD=VALUE``: how the ray executor asks for resources (ignored by local)."""
+
+    cpus_per_task: float = 1.0  # CPUs a unit-group task asks for (and its torch threads)
+    gpus_per_task: float = -1.0  # -1: one GPU when the cluster has GPUs, none otherwise
+    local_cpus: int = 0  # CPUs of a Ray instance started here (no --address); 0: all of this machine
+
+    def __post_init__(self):
+        if not self.cpus_per_task > 0 or self.cpus_per_task == float("inf"):
+            raise BadInput(f"bad --set executor.cpus_per_task={self.cpus_per_task}; accepted: a number > 0")
+        if self.gpus_per_task != -1.0 and not 0 <= self.gpus_per_task < float("inf"):
+            raise BadInput(
+                f"bad --set executor.gpus_per_task={self.gpus_per_task}; accepted: -1 (auto) or a number >= 0"
+            )
+        if self.local_cpus < 0:
+            raise BadInput(f"bad --set executor.local_cpus={self.local_cpus}; accepted: an integer >= 0")
+
+    @classmethod
+    def field_types(cls) -> dict[str, type]:
+        return typing.get_type_hints(cls)
+
+
+@dataclass
+class RunSpec:
+    """What the user asked for (CLI arguments)."""
+
+    methods: list[str]
+    protocol: str
+    dataset: str = "digits"
+    attacks: list[str] | None = None  # None: every registered attack
+    profile: str = "quick"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    out: Path | None = None
+    device: str = "auto"
+    settings: list[str] = field(default_factory=list)  # "method.field=value" / "attack.field=value"
+    oe: str | None = None  # auxiliary-outlier source (bench.datasets.oe_sources); None: the dataset's default
+    command: str = ""
+    rerun_stale: bool = False  # recompute the finished units whose code has changed since (else: refuse)
+    executor: str = "local"  # "local" or "ray" (bench.executors); not part of the run's configuration
+    address: str | None = None  # ray: "auto" or HOST:PORT of a running cluster; None: start one here
+    retries: int = 2  # ray: times a unit group whose worker died is retried before it becomes error rows
+
+    def run_settings(self) -> list[str]:
+        """The --set values that define the run (the executor's do not: a run resumes on any executor)."""
+        return [s for s in self.settings if not s.strip().startswith("executor.")]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One (method, cell, seed, attack): the smallest piece of a run that gets rows."""
+
+    method: str
+    cell: str
+    seed: int
+    attack: str
+
+    @property
+    def key(self) -> tuple[str, str, int, str]:
+        return (self.method, self.cell, self.seed, self.attack)
+
+
+@dataclass(frozen=True)
+class UnitGroup:
+    """The pending units of one (method, cell, seed): fitted once, then attacked once per attack."""
+
+    method: str
+    cell: str
+    seed: int
+    attacks: tuple[str, ...]
+
+    def units(self) -> list[Unit]:
+        return [Unit(self.method, self.cell, self.seed, attack) for attack in self.attacks]
+
+
+@dataclass
+class RunPlan:
+    """A validated run: resolved registries, configs, the run directory and what every row shares."""
+
+    spec: RunSpec
+    run_id: str
+    run_dir: Path
+    profile: Profile
+    device: str
+    methods: dict[str, Method]
+    attack_settings: dict[str, dict[str, Any]]
+    attacks: list[str]
+    dataset: Any = None  # the ImageDataset (arrays only; no cell, OE pool or OOD set is built by planning)
+    stale: list[Unit] = field(default_factory=list)  # finished units whose method or attack code changed
+    method_hashes: dict[str, str] = field(default_factory=dict)
+    attack_hashes: dict[str, str] = field(default_factory=dict)
+    git_sha: str = "unknown"
+    executor_settings: ExecutorSettings = field(default_factory=ExecutorSettings)
+
+    def attack(self, name: str, seed: int) -> Attack:
+        return ATTACKS.get(name).from_profile(self.profile, seed=seed, **self.attack_settings[name])
+
+    def attack_config(self, name: str) -> dict[str, Any]:
+        """Every field of attack ``name`` as this run resolves it (profile budget + --set), seed aside."""
+        config = dataclasses.asdict(self.attack(name, 0))
+        config.pop("seed", None)
+        return config
+
+    @property
+    def protocol(self):
+        return PROTOCOLS.get(self.spec.protocol)()
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "methods": {name: method.hyperparameters() for name, method in self.methods.items()},
+            "protocol": self.spec.protocol,
+            "dataset": self.spec.dataset,
+            "attacks": {name: self.attack_settings[name] for name in self.attacks},
+            "profile": self.profile.name,
+            "seeds": self.spec.seeds,
+            "settings": sorted(self.spec.run_settings()),
+            "oe": self.spec.oe or "dataset default",
+        }
+
+
+def resolve_device(device: str) -> str:
+    if device not in {"auto", "cpu", "cuda"}:
+        raise BadInput(f"unknown device {device!r}; accepted: auto, cpu, cuda")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BadInput("device 'cuda' requested but no CUDA device is available; accepted here: auto, cpu")
+    return device
+
+
+def default_run_id(spec: RunSpec, attacks: list[str]) -> str:
+    """A readable name of the grid, so the same command resumes the same run (on any executor)."""
+    seeds = "-".join(str(s) for s in spec.seeds)
+    name = (
+        f"{spec.dataset}-{spec.protocol}-{spec.profile}-{'+'.join(spec.methods)}-{'+'.join(attacks)}-s{seeds}"
+    )
+    if spec.oe:
+        name += f"-oe_{spec.oe}"
+    settings = spec.run_settings()
+    if settings:
+        name += "-set" + hashlib.sha256("\n".join(sorted(settings)).encode()).hexdigest()[:8]
+    name = re.sub(r"[^A-Za-z0-9_.+=-]", "_", name)
+    if len(name) > 120:
+        name = name[:100] + "-" + hashlib.sha256(name.encode()).hexdigest()[:10]
+    return name
+
+
+def with_oe_source(dataset, oe: str | None):
+    """``dataset`` with its auxiliary outliers taken from the OE source ``oe`` (None: unchanged)."""
+    if oe is None:
+        return dataset
+    return dataclasses.replace(
+        dataset,
+        oe_source=functools.partial(load_oe_source, oe, shape=dataset.image_shape),
+        notes={**dataset.notes, "oe": f"{oe} (chosen with --oe)"},
+    )
+
+
+def check_executor(spec: RunSpec) -> None:
+    """The executor name, its options, and (for ray) that the ray package is installed."""
+    if spec.executor not in EXECUTORS:
+        raise BadInput(f"unknown executor {spec.executor!r}; accepted: {', '.join(EXECUTORS)}")
+    if not isinstance(spec.retries, int) or spec.retries < 0:
+        raise BadInput(f"bad --retries {spec.retries!r}; accepted: an integer >= 0")
+    if spec.executor == "local" and spec.address is not None:
+        raise BadInput(
+            f"--address {spec.address!r} needs --executor ray; accepted: --executor ray --address …"
+        )
+    if spec.address is not None and not re.fullmatch(
+        r"auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5}", spec.address
+    ):
+        raise BadInput(f"bad --address {spec.address!r}; accepted: auto or HOST:PORT")
+    if spec.executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise BadInput(
+            "--executor ray needs the ray package, which is not installed; "
+            "accepted: pip install -e '.[ray]' (or pip install 'ray[default]'), or --executor local"
+        )
+
+
+def check_output_folder(run_dir: Path, min_free: int = MIN_FREE_BYTES) -> None:
+    """The run folder (or its nearest existing parent) is a writable folder with ``min_free`` bytes free.
+    Probes with a temporary file that it removes at once, so nothing is left behind."""
+    longest = max((len(part.encode()) for part in run_dir.parts), default=0)
+    if longest > 255:
+        raise BadInput(
+            f"--out {str(run_dir)[:80]!r}...: a folder name of {longest} bytes; accepted: names of at most "
+            "255 bytes"
+        )
+    if run_dir.exists() and not run_dir.is_dir():
+        raise BadInput(
+            f"--out {str(run_dir)!r} is an existing file; accepted: a new or existing run directory"
+        )
+    parent = run_dir
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BadInput(f"--out {str(run_dir)!r} lies under the file {str(parent)!r}; accepted: a folder path")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".bench-write-probe-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise BadInput(
+            f"--out {str(run_dir)!r} is not writable ({parent}: {reason}); accepted: a writable folder"
+        ) from None
+    free = shutil.disk_usage(parent).free
+    if free < min_free:
+        raise BadInput(
+            f"--out {str(run_dir)!r} has {free / 2**20:.0f} MiB free on its disk; accepted: a folder with at "
+            f"least {min_free / 2**20:.0f} MiB free"
+        )
+
+
+def plan_run(spec: RunSpec) -> RunPlan:
+    """Validate a RunSpec; raises BadInput naming the bad value. Writes nothing.
+
+    Besides names and values it checks every file and folder the run will read (the dataset's converted
+    files, the OE source, each backbone) and the folder it will write, and compares the finished units
+    of an existing run folder with the current code, so a run that would fail or mix code versions fails
+    here, before any write, and a dry run reports the same error."""
+    if not spec.methods:
+        raise BadInput(f"no method given; accepted: {', '.join(METHODS.names())}")
+    for name in spec.methods:
+        METHODS.get(name)
+    if len(set(spec.methods)) != len(spec.methods):
+        raise BadInput(f"a method is named twice in --methods {' '.join(spec.methods)}")
+    PROTOCOLS.get(spec.protocol)
+    DATASETS.get(spec.dataset)
+    if spec.oe is not None and spec.oe not in list_oe_sources():
+        raise BadInput(f"unknown OE source {spec.oe!r}; accepted: {', '.join(list_oe_sources())}")
+    profile = get_profile(spec.profile)
+    attacks = list(spec.attacks) if spec.attacks else ATTACKS.names()
+    for name in attacks:
+        ATTACKS.get(name)
+    if len(set(attacks)) != len(attacks):
+        raise BadInput(f"an attack is named twice in --attacks {' '.join(attacks)}")
+    if not spec.seeds:
+        raise BadInput("no seed given; --seeds takes one or more integers >= 0")
+    for seed in spec.seeds:
+        if not 0 <= seed < 2**32:
+            raise BadInput(f"bad seed {seed}; seeds are integers >= 0 and < 2**32")
+    if len(set(spec.seeds)) != len(spec.seeds):
+        raise BadInput(
+            f"a seed is named twice in --seeds {' '.join(map(str, spec.seeds))}; accepted: distinct seeds"
+        )
+    check_executor(spec)
+    # on ray, "auto" is chosen by each task on its own node (a GPU when it was given one)
+    device = "auto" if spec.executor == "ray" and spec.device == "auto" else resolve_device(spec.device)
+
+    types = {name: METHODS.get(name).field_types() for name in spec.methods}
+    types.update({name: ATTACKS.get(name).field_types() for name in attacks})
+    types["executor"] = ExecutorSettings.field_types()
+    for pair in spec.settings:
+        if "=" in pair and not pair.split("=", 1)[0].strip():
+            raise BadInput(f"bad --set {pair!r}: nothing before '='; accepted: KEY=VALUE, e.g. oe.lam=1.0")
+    overrides = parse_overrides(spec.settings, types)
+    for name, values in overrides.items():
+        for key, value in values.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise BadInput(f"bad value {value!r} for --set {name}.{key}: expected a finite number")
+    executor_settings = ExecutorSettings(**overrides.pop("executor"))
+    methods = {name: _build(METHODS.get(name), overrides[name], name) for name in spec.methods}
+    attack_settings = {name: overrides[name] for name in attacks}
+    for name in attacks:  # instantiate once so bad budgets (e.g. steps=0) fail before any work
+        _build(ATTACKS.get(name).from_profile, {"profile": profile, "seed": 0, **attack_settings[name]}, name)
+
+    run_id = default_run_id(spec, attacks)
+    run_dir = Path(spec.out) if spec.out is not None else Path("results") / "runs" / run_id
+    check_output_folder(run_dir)
+    plan = RunPlan(
+        spec,
+        run_dir.name if spec.out else run_id,
+        run_dir,
+        profile,
+        device,
+        methods,
+        attack_settings,
+        attacks,
+        executor_settings=executor_settings,
+    )
+    try:
+        previous = ResultStore(run_dir).read_manifest() if run_dir.is_dir() else None
+    except ValueError:
+        raise BadInput(
+            f"--out {str(run_dir)!r} holds an unreadable manifest.json; accepted: a run folder or a new --out"
+        ) from None
+    if previous is not None and previous.get("config") != json.loads(json.dumps(plan.config())):
+        raise BadInput(
+            f"--out {str(run_dir)!r} holds a run with a different configuration; "
+            "accepted: the same command that started it, or a new --out"
+        )
+    plan.dataset = prepare_dataset(spec)
+    for name, method in methods.items():
+        check_method_files(name, method)
+    plan.method_hashes = {name: method_hash(plan, name) for name in plan.methods}
+    plan.attack_hashes = {name: attack_hash(plan, name) for name in plan.attacks}
+    plan.git_sha = git_sha()
+    plan.stale = stale_units(plan)
+    if plan.stale and not spec.rerun_stale:
+        raise BadInput(
+            f"--out {str(run_dir)!r} has {len(plan.stale)} finished unit(s) computed by other code "
+            f"({describe_units(plan.stale)}); accepted: --rerun-stale to recompute exactly those units, "
+            "or a new --out"
+        )
+    return plan
+
+
+def prepare_dataset(spec: RunSpec):
+    """The dataset with its OE source, after checking (cheaply) that their files exist."""
+    builder = DATASETS.get(spec.dataset)
+    preflight = getattr(builder, "preflight", None)
+    if preflight is not None:
+        preflight()
+    dataset = with_oe_source(builder(), spec.oe)
+    name = spec.oe or default_oe_name(dataset)
+    if name is not None:
+        check_oe_source(name)
+    return dataset
+
+
+def default_oe_name(dataset) -> str | None:
+    """The registered OE source behind ``dataset.oe_source`` (None when it is not one)."""
+    source = dataset.oe_source
+    if isinstance(source, functools.partial) and source.func is load_oe_source and source.args:
+        return str(source.args[0])
+    return None
+
+
+def check_method_files(name: str, method: Method) -> None:
+    """Every backbone a method's ``*_backbone`` fields name exists (BadInput with the fix otherwise)."""
+    for f in dataclasses.fields(method):
+        if f.name.endswith("_backbone"):
+            from bench.backbones import check_backbone
+
+            try:
+                check_backbone(getattr(method, f.name))
+            except BadInput as error:
+                raise BadInput(f"{name}.{f.name}: {error}") from None
+
+
+def describe_units(units: list[Unit], limit: int = 4) -> str:
+    shown = ", ".join(f"{u.method} {u.cell} seed {u.seed} {u.attack}" for u in units[:limit])
+    return shown + (f" and {len(units) - limit} more" if len(units) > limit else "")
+
+
+def attack_hash(plan: RunPlan, name: str) -> str:
+    """Hash of (attack, its resolved fields, the source of its module's bench import closure)."""
+    cls = ATTACKS.get(name)
+    return payload_hash(
+        {"attack": name, "config": plan.attack_config(name), "code": source_version(cls.__module__)}, 12
+    )
+
+
+def method_hash(plan: RunPlan, name: str) -> str:
+    """Hash of (method, hyperparameters, code of its import closure, its data files' digests)."""
+    method = plan.methods[name]
+    dependencies = method_dependencies(name, method)
+    payload = {"method": name, "hyperparameters": method.hyperparameters()}
+    return payload_hash({**payload, "code": dependencies["code"], "files": dependencies["files"]}, 12)
+
+
+def method_code_version(method_name: str) -> str:
+    """Source hash of the method's module and every bench module it imports (bench.code_version)."""
+    return source_version(METHODS.get(method_name).__module__)
+
+
+def detector_key(method_name: str, method: Method, task) -> str:
+    """Cache key of a trained detector: method, hyperparameters, task content, the source of the method's
+    import closure and the digests of the weight and data files it loads."""
+    dependencies = method_dependencies(method_name, method)
+    payload = {
+        "method": method_name,
+        "hyperparameters": method.hyperparameters(),
+        "task": task.fingerprint(),
+        "code": dependencies["code"],
+        "files": dependencies["files"],
+    }
+    return payload_hash(payload)
+
+
+def stale_units(plan: RunPlan) -> list[Unit]:
+    """Finished units of the run folder whose rows carry another method or attack hash than the current
+    code's (rows written before ``attack_hash`` existed count as stale)."""
+    store = ResultStore(plan.run_dir)
+    if not store.results_path.is_file():
+        return []
+    try:
+        hashes_by_unit = store.unit_hashes()
+    except ValueError as error:
+        raise BadInput(
+            f"--out {str(plan.run_dir)!r}: {error}; accepted: a run folder or a new --out"
+        ) from None
+    stale = []
+    for (method, cell, seed, attack), hashes in sorted(hashes_by_unit.items()):
+        if method not in plan.method_hashes or attack not in plan.attack_hashes:
+            continue
+        if hashes != {(plan.method_hashes[method], plan.attack_hashes[attack])}:
+            stale.append(Unit(method, cell, seed, attack))
+    return stale
+
+
+def expected_units(plan: RunPlan, dataset=None, protocol=None) -> list[Unit]:
+    """Every unit of the grid, in execution order (seed, cell, method, attack)."""
+    dataset = dataset if dataset is not None else plan.dataset
+    protocol = protocol if protocol is not None else plan.protocol
+    return [
+        Unit(method, cell, seed, attack)
+        for seed in plan.spec.seeds
+        for cell in protocol.cell_ids(dataset, plan.profile, seed)
+        for method in plan.methods
+        for attack in plan.attacks
+    ]
+
+
+def pending_units(plan: RunPlan) -> tuple[list[Unit], list[Unit]]:
+    """(all expected units, those without finished rows yet or stale and to be recomputed). Units whose
+    rows are ``status=error`` count as pending: the same command tries them again."""
+    units = expected_units(plan)
+    done = ResultStore(plan.run_dir).finished_units()
+    stale = {u.key for u in plan.stale}
+    return units, [u for u in units if u.key not in done or u.key in stale]
+
+
+def group_units(units: list[Unit]) -> list[UnitGroup]:
+    """Units grouped by (method, cell, seed), in the order of their first unit."""
+    groups: dict[tuple[str, str, int], list[str]] = {}
+    for unit in units:
+        groups.setdefault((unit.method, unit.cell, unit.seed), []).append(unit.attack)
+    return [UnitGroup(m, c, s, tuple(attacks)) for (m, c, s), attacks in groups.items()]
+
+
+def _build(cls, settings: dict[str, Any], name: str):
+    try:
+        return cls(**settings)
+    except BadInput:
+        raise
+    except (TypeError, ValueError, OverflowError, ZeroDivisionError) as error:
+        raise BadInput(f"bad --set for {name}: {error}") from None
