@@ -105,7 +105,12 @@ class AdaptiveAutoAttack(Attack):
     search_fraction: float = 0.5  # ours: share of the budget for A3's restarts; the rest exploits
     batch_size: int = 1024
 
-    PROFILE_BUDGETS = {"quick": {"budget_per_sample": 80}, "ci": {"budget_per_sample": 10}}
+    PROFILE_BUDGETS = {
+        "paper": {},
+        "reference": {"budget_per_sample": 100},
+        "quick": {"budget_per_sample": 80},
+        "ci": {"budget_per_sample": 10},
+    }
 
     def __post_init__(self) -> None:
         check_positive(

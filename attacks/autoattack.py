@@ -85,6 +85,8 @@ class AutoAttackScore(Attack):
     batch_size: int = 1024
 
     PROFILE_BUDGETS = {
+        "paper": {},
+        "reference": {"apgd_steps": 100, "apgd_restarts": 1, "square_queries": 300},
         "quick": {"apgd_steps": 40, "apgd_restarts": 2, "square_queries": 300},
         "ci": {"apgd_steps": 10, "apgd_restarts": 1, "square_queries": 100},
     }

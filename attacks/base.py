@@ -122,17 +122,31 @@ class _SignedScoreColumns(nn.Module):
 @dataclass
 class Attack:
     """Base of every attack config; subclasses are dataclasses with their paper budget as defaults
-    and ``PROFILE_BUDGETS`` (profile name -> field overrides) for the smaller profiles."""
+    and ``PROFILE_BUDGETS`` (profile name -> field overrides; ``"paper": {}`` keeps the defaults). An
+    attack with a budget must name every profile it runs under: a new profile gets no budget by
+    accident. ``None``: the attack has no budget (clean)."""
 
     seed: int = 0
 
     registry_name: ClassVar[str] = ""
     uses_eps: ClassVar[bool] = True  # False for the identity attack: its rows record eps = 0
-    PROFILE_BUDGETS: ClassVar[dict[str, dict]] = {}
+    PROFILE_BUDGETS: ClassVar[dict[str, dict] | None] = None
 
     @classmethod
     def from_profile(cls, profile: Profile, seed: int = 0, **overrides) -> Attack:
-        return cls(seed=seed, **{**cls.PROFILE_BUDGETS.get(profile.name, {}), **overrides})
+        return cls(seed=seed, **{**cls.profile_budget(profile), **overrides})
+
+    @classmethod
+    def profile_budget(cls, profile: Profile) -> dict:
+        """The field overrides of ``profile``; BadInput when the attack declares none for it."""
+        if cls.PROFILE_BUDGETS is None:
+            return {}
+        if profile.name not in cls.PROFILE_BUDGETS:
+            raise BadInput(
+                f"attack {cls.registry_name or cls.__name__} has no budget for profile {profile.name!r}; "
+                f"profiles with one: {', '.join(cls.PROFILE_BUDGETS)}"
+            )
+        return cls.PROFILE_BUDGETS[profile.name]
 
     @classmethod
     def field_types(cls) -> dict[str, type]:

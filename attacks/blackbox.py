@@ -30,7 +30,12 @@ class BlackBoxSquare(Attack):
     p_init: float = 0.8  # official Square default for L-inf
     batch_size: int = 1024
 
-    PROFILE_BUDGETS = {"quick": {"queries": 300}, "ci": {"queries": 100}}
+    PROFILE_BUDGETS = {
+        "paper": {},
+        "reference": {"queries": 1000},
+        "quick": {"queries": 300},
+        "ci": {"queries": 100},
+    }
 
     def __post_init__(self) -> None:
         check_positive("blackbox", queries=self.queries, restarts=self.restarts, batch_size=self.batch_size)

@@ -54,7 +54,7 @@ def cli() -> None:
 @click.option("--protocol", required=True, help="nd, osr or ood.")
 @click.option("--dataset", default="digits", show_default=True)
 @click.option("--attacks", "attacks", multiple=True, help="Attack names (default: every registered attack).")
-@click.option("--profile", default="quick", show_default=True, help="quick, paper or ci.")
+@click.option("--profile", default="quick", show_default=True, help="quick, reference, paper or ci.")
 @click.option("--seeds", "seeds", multiple=True, default=("0",), show_default=True, help="One or more seeds.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")

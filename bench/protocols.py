@@ -52,10 +52,29 @@ def _cap(indices: np.ndarray, limit: int | None, rng: np.random.Generator) -> np
     return np.sort(rng.choice(indices, size=limit, replace=False))
 
 
-def _task(dataset, profile, seed, device, keep_classes: list[int]) -> TrainTask:
-    """Inlier training data restricted to ``keep_classes``, relabelled 0..K-1 in that order."""
+def _train_indices(dataset, profile, keep_classes: list[int]) -> np.ndarray:
+    """Training images of ``keep_classes``; with ``profile.max_train_per_class`` at most that many per
+    class, drawn from a seed of the dataset's split version and the class (never of the run seed)."""
     labels = dataset.train_labels.numpy()
-    mask = np.isin(labels, keep_classes)
+    cap = profile.max_train_per_class
+    kept = []
+    for c in keep_classes:
+        idx = np.flatnonzero(labels == c)
+        if cap is not None and len(idx) > cap:
+            text = f"{dataset.split_version}|train|{c}"
+            rng = np.random.default_rng(int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little"))
+            idx = rng.choice(idx, size=cap, replace=False)
+        kept.append(idx)
+    return np.sort(np.concatenate(kept)) if kept else np.zeros(0, dtype=np.int64)
+
+
+def _task(dataset, profile, seed, device, keep_classes: list[int]) -> TrainTask:
+    """Inlier training data restricted to ``keep_classes`` (at most ``profile.max_train_per_class`` per
+    class), relabelled 0..K-1 in that order."""
+    labels = dataset.train_labels.numpy()
+    index = _train_indices(dataset, profile, keep_classes)
+    mask = np.zeros(len(labels), dtype=bool)
+    mask[index] = True
     relabel = {c: i for i, c in enumerate(keep_classes)}
     oe = dataset.oe_source(profile.oe_pool_size, seed) if dataset.oe_source is not None else None
     return TrainTask(
@@ -78,7 +97,9 @@ def _capped(n: int, limit: int | None) -> int:
 
 def _known_unknown_sizes(dataset, profile, keep_classes) -> tuple[int, int, int]:
     """(train images, test inliers, test outliers) of a cell whose inliers are ``keep_classes``."""
-    n_train = int(np.isin(dataset.train_labels.numpy(), keep_classes).sum())
+    labels = dataset.train_labels.numpy()
+    cap = profile.max_train_per_class
+    n_train = sum(_capped(int((labels == c).sum()), cap) for c in keep_classes)
     is_in = np.isin(dataset.test_labels.numpy(), keep_classes)
     cap = profile.max_eval_per_side
     return n_train, _capped(int(is_in.sum()), cap), _capped(int((~is_in).sum()), cap)
@@ -198,7 +219,11 @@ class OutOfDistribution(Protocol):
         cap = profile.max_eval_per_side
         sizes = dataset.ood_set_sizes
         n_out = sum(_capped(n, cap) for n in sizes.values()) if sizes else -1
-        return [("all", len(dataset.train_labels), _capped(len(dataset.test_labels), cap), n_out)]
+        labels = dataset.train_labels.numpy()
+        n_train = sum(
+            _capped(int((labels == c).sum()), profile.max_train_per_class) for c in range(dataset.num_classes)
+        )
+        return [("all", n_train, _capped(len(dataset.test_labels), cap), n_out)]
 
 
 def get_protocol(name: str) -> Protocol:

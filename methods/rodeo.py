@@ -59,7 +59,7 @@ PAPER_OE_POOL = 100_000  # the paper profile's OE pool; the small-class minimum 
 VALIDATION_PER_CONCEPT = 8  # glyph-corpus validation images per concept for tau_image (Eq. 13)
 GENERATION_BATCH = 256
 PAPER_STRIDE = 10  # the public code samples GLIDE with 100 of its T = 1000 steps
-PROFILE_STRIDE = {"quick": 25, "ci": 25}  # CPU profiles: 40 respaced steps of 1,000
+PROFILE_STRIDE = {"reference": 25, "quick": 25, "ci": 25}  # CPU profiles: 40 respaced steps of 1,000
 TRAIN_SETS = ("union", "balanced")
 EXPOSURE_CLASS = "rodeo exposure"  # the name of class K+1 in the union training set
 TRAINING_FIELDS = ("eps", "steps", "step_size", "lr", "train_set")  # fields that do not change the exposure

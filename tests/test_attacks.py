@@ -253,6 +253,24 @@ def test_pgd_from_profile_uses_the_profile_budget():
     assert ATTACKS.get("pgd").from_profile(ci, steps=2).budget().grad_evals == 2 * ci.pgd_restarts
 
 
+def test_every_attack_has_a_budget_for_every_profile_and_a_new_profile_gets_none_by_accident():
+    """A profile an attack does not name is refused (it used to get the paper budget silently)."""
+    import dataclasses
+
+    from bench.config import PROFILES
+
+    for name in ATTACKS.names():
+        cls = ATTACKS.get(name)
+        for profile in PROFILES.values():
+            cls.from_profile(profile)
+        assert cls.from_profile(PROFILES["paper"]).budget() == cls().budget()
+    stranger = dataclasses.replace(get_profile("quick"), name="stranger")
+    for name in ("aa", "a3", "blackbox"):
+        with pytest.raises(BadInput, match=f"attack {name} has no budget for profile 'stranger'"):
+            ATTACKS.get(name).from_profile(stranger)
+    assert ATTACKS.get("a3").from_profile(get_profile("reference")).budget_per_sample == 100
+
+
 # ---- (f) bad input ----------------------------------------------------------------------------------------
 
 

@@ -259,3 +259,23 @@ def test_cell_sizes_match_the_built_cells(name, profile_name, dataset):
 def test_declared_ood_set_sizes_match_the_suite(dataset):
     suite = dataset.ood_suite(0)
     assert {name: len(images) for name, images in suite} == dataset.ood_set_sizes
+
+
+@pytest.mark.parametrize("name", ["nd", "osr", "ood"])
+def test_max_train_per_class_caps_each_class_with_a_sample_fixed_across_seeds(name, dataset):
+    """The training cap keeps at most N images per inlier class, the same images for every run seed, drawn
+    from the training split; the dry run's counts follow it."""
+    capped = dataclasses.replace(get_profile("ci"), max_train_per_class=40)
+    protocol = get_protocol(name)
+    first = list(protocol.cells(dataset, capped, 0))
+    second = list(protocol.cells(dataset, capped, 1))
+    train_rows = set(_rows_of(dataset.train_images))
+    for a, b, (_, n_train, _, _) in zip(first, second, protocol.cell_sizes(dataset, capped), strict=True):
+        counts = np.bincount(a.task.labels.numpy())
+        assert counts.max() == 40 and len(a.task.images) == n_train == 40 * a.task.num_classes
+        assert torch.equal(a.task.images, b.task.images)
+        assert set(_rows_of(a.task.images)) <= train_rows
+    # a cap above every class is no cap
+    uncapped = dataclasses.replace(get_profile("ci"), max_train_per_class=10_000)
+    full = next(iter(protocol.cells(dataset, get_profile("ci"), 0)))
+    assert torch.equal(next(iter(protocol.cells(dataset, uncapped, 0))).task.images, full.task.images)

@@ -1,0 +1,64 @@
+"""python -m bench.budget_check: the yardstick and the profile's attacks on the same test images."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from bench.budget_check import YARDSTICK, check_budgets, first_per_side, main
+from bench.cache import DetectorCache
+from bench.contracts import EvalSet
+
+
+def test_first_per_side_keeps_the_order_and_both_sides():
+    is_outlier = torch.tensor([0, 1, 0, 1, 1, 0, 0]).bool()
+    evalset = EvalSet("test", torch.arange(7.0).view(7, 1, 1, 1), is_outlier, torch.arange(7))
+    cut = first_per_side(evalset, 2)
+    assert cut.images.flatten().tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert cut.labels.tolist() == [0, 1, 2, 3] and (cut.n_in, cut.n_out) == (2, 2)
+
+
+def test_budget_check_rows_on_a_tiny_digits_cell(tmp_path):
+    """A weak yardstick (1 step) against the ci budgets: every row on the same images, differences
+    measured from the yardstick's AUROC, and `within` follows the tolerance."""
+    rows = check_budgets(
+        "digits",
+        "nd",
+        "ci",
+        ["oe"],
+        ["class2"],
+        ["clean", "pgd"],
+        per_side=30,
+        yardstick_steps=1,
+        yardstick_restarts=1,
+        cache=DetectorCache(tmp_path / "cache"),
+    )
+    by_attack = {r["attack"]: r for r in rows}
+    assert list(by_attack) == [YARDSTICK, "clean", "pgd"]
+    assert {(r["n_in"], r["n_out"]) for r in rows} == {(30, 30)}
+    yard = by_attack[YARDSTICK]["auroc"]
+    for r in rows:
+        assert r["difference"] == pytest.approx(r["auroc"] - yard, abs=1e-5)
+        assert r["within"] == (r["auroc"] - yard <= 0.01)
+    # clean is never below an attack on the same images (every attack keeps the clean point)
+    assert by_attack["clean"]["auroc"] >= max(yard, by_attack["pgd"]["auroc"])
+    assert by_attack[YARDSTICK]["grad_evals"] == 1 and by_attack["pgd"]["grad_evals"] == 10
+
+
+def _argv(cell: str) -> list[str]:
+    return [
+        *("--dataset", "digits", "--profile", "ci", "--methods", "oe", "--cells", cell, "--attacks", "clean"),
+        *("--per-side", "20", "--yardstick-steps", "1", "--yardstick-restarts", "1"),
+    ]
+
+
+def test_budget_check_cli_writes_a_csv_and_refuses_an_unknown_cell(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "check.csv"
+    assert main([*_argv("class2"), "--out", str(out)]) == 0
+    with out.open(encoding="utf-8") as handle:
+        assert [r["attack"] for r in csv.DictReader(handle)] == [YARDSTICK, "clean"]
+    assert main(_argv("class42")) == 2
+    assert "unknown cell 'class42'" in capsys.readouterr().err
