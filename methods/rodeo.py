@@ -60,6 +60,9 @@ VALIDATION_PER_CONCEPT = 8  # glyph-corpus validation images per concept for tau
 GENERATION_BATCH = 256
 PAPER_STRIDE = 10  # the public code samples GLIDE with 100 of its T = 1000 steps
 PROFILE_STRIDE = {"reference": 25, "quick": 25, "ci": 25}  # CPU profiles: 40 respaced steps of 1,000
+# CPU profiles: at most this many generated outliers per inlier class (Alg. 1 line 10 makes one per
+# inlier: ~6,000 per MNIST class, 0.08-0.5 s each on 2 cores)
+PROFILE_GENERATION_CAP = {"reference": 500}
 TRAIN_SETS = ("union", "balanced")
 EXPOSURE_CLASS = "rodeo exposure"  # the name of class K+1 in the union training set
 TRAINING_FIELDS = ("eps", "steps", "step_size", "lr", "train_set")  # fields that do not change the exposure
@@ -154,6 +157,9 @@ class RODEO(Method):
     # 52.1 / 39.2 / 43.2, 51.0. 1000 is the best by val that trains every cell. (The earlier 3000 came
     # from a sweep scored on the test cells, with the balanced batches and the all-labels filter.)
     guidance_scale: float = 1000.0
+    # outliers generated per inlier class; None: one per inlier (Alg. 1 line 10), capped on a CPU profile
+    # by PROFILE_GENERATION_CAP (the profile's default)
+    generated_per_class: int | None = None
     small_class: int = 100  # App. E.3: classes with fewer than 100 images ...
     small_class_count: int = 3000  # ... get up to 3,000 outliers (scaled by the profile's OE pool)
     tau_image: float | None = None  # None: Eq. 13 on the glyph corpus validation split
@@ -170,6 +176,8 @@ class RODEO(Method):
     def __post_init__(self) -> None:
         if self.near_labels < 0:
             raise BadInput(f"near_labels must be >= 0, got {self.near_labels}")
+        if self.generated_per_class is not None and self.generated_per_class < 1:
+            raise BadInput(f"generated_per_class must be >= 1 or None, got {self.generated_per_class}")
         if not 0.0 < self.t0_max_fraction <= 1.0:
             raise BadInput(f"t0_max_fraction must lie in (0, 1], got {self.t0_max_fraction}")
         if not 0.0 <= self.t0_min_fraction < 1.0:
@@ -232,11 +240,16 @@ class RODEO(Method):
         return "imagenet-1k" if self.clip_backbone.startswith("hub-") else "glyph-concepts"
 
     def generation_counts(self, task: TrainTask) -> list[int]:
-        """Outliers per inlier class: as many as its images, at least the scaled 3,000 below 100 (E.3)."""
+        """Outliers per inlier class: as many as its images, at least the scaled 3,000 below 100 (E.3), at
+        most ``generated_per_class`` (or the profile's cap)."""
         scale = min(1.0, task.profile.oe_pool_size / PAPER_OE_POOL)
         minimum = max(1, round(self.small_class_count * scale))
         counts = torch.bincount(task.labels, minlength=task.num_classes).tolist()
-        return [n if n >= self.small_class else max(n, minimum) for n in counts]
+        counts = [n if n >= self.small_class else max(n, minimum) for n in counts]
+        cap = self.generated_per_class
+        if cap is None:
+            cap = PROFILE_GENERATION_CAP.get(task.profile.name)
+        return counts if cap is None else [min(n, cap) for n in counts]
 
     def exposure_payload(self, task: TrainTask) -> dict[str, Any]:
         from bench.code_version import source_version

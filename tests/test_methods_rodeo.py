@@ -274,6 +274,21 @@ def test_small_classes_get_the_scaled_minimum(nd_task):
     assert RODEO(small_class_count=10_000).generation_counts(small) == [100]
 
 
+def test_generation_is_capped_by_the_field_or_the_cpu_profile(nd_task):
+    """One outlier per inlier (Alg. 1 line 10) unless capped: the field, else the profile's cap."""
+    n = len(nd_task.images)
+    assert RODEO().generation_counts(nd_task) == [n]  # ci: no cap
+    assert RODEO(generated_per_class=7).generation_counts(nd_task) == [7]
+    reference = dataclasses.replace(nd_task, profile=get_profile("reference"))
+    big = dataclasses.replace(
+        reference, images=nd_task.images.repeat(8, 1, 1, 1), labels=nd_task.labels.repeat(8)
+    )
+    assert RODEO().generation_counts(big) == [500]
+    assert RODEO(generated_per_class=2000).generation_counts(big) == [8 * n]
+    with pytest.raises(BadInput, match="generated_per_class"):
+        RODEO(generated_per_class=0)
+
+
 def _training_spy(monkeypatch):
     from bench.methods import training
 
