@@ -1,0 +1,47 @@
+"""python -m bench.paper_table: ours beside the published mean-over-cells rows, partial grids marked."""
+
+from __future__ import annotations
+
+from bench.paper_table import comparison_rows, main, markdown
+from tests.test_site import make_run, unit_rows
+
+PUBLISHED = (
+    "method,protocol,dataset,cell,attack,metric,value,source\n"
+    "atom,nd,digits,mean,clean,auroc,92.0,RODEO Table 1a\n"
+    "atom,nd,digits,mean,pgd,auroc,70.0,RODEO Table 1a\n"
+    "atom,nd,digits,class0,pgd,auroc,10.0,RODEO Table 3\n"  # a per-class row: not in the mean table
+    "oe,nd,digits,mean,pgd,auroc,50.0,RODEO Table 1a\n"  # we did not run oe: no row
+)
+
+
+def _fixture(tmp_path):
+    rows = []
+    for cell, clean, pgd in (("class0", 0.9, 0.6), ("class1", 0.8, 0.7)):
+        rows += unit_rows("atom", cell, 0, "clean", clean, dataset="digits")
+        rows += unit_rows("atom", cell, 0, "pgd", pgd, dataset="digits")
+    run = make_run(tmp_path / "run", rows)
+    published = tmp_path / "published"
+    published.mkdir()
+    (published / "rodeo.csv").write_text(PUBLISHED, encoding="utf-8")
+    return run, published
+
+
+def test_rows_difference_cells_and_gap(tmp_path):
+    run, published = _fixture(tmp_path)
+    rows = comparison_rows([run], published)
+    assert [(r["attack"], r["published"], r["diff"], r["cells_ran"], r["cells_total"]) for r in rows] == [
+        ("clean", "92.0", "-7.0", 2, 10),  # ours (90 + 80) / 2 = 85.0
+        ("pgd", "70.0", "-5.0", 2, 10),  # ours 65.0
+    ]
+    table = markdown(rows, gap=5.0).splitlines()
+    assert len(table) == 4 and table[1].count("---") == 10
+    assert "-7.0 (gap)" in table[2] and "(gap)" not in table[3]  # 5.0 is not above the gap
+    assert "2 of 10 (partial)" in table[2]
+
+
+def test_cli_prints_the_table_and_refuses_a_missing_folder(tmp_path, capsys):
+    run, published = _fixture(tmp_path)
+    assert main([str(run), "--published", str(published)]) == 0
+    assert "| digits | nd | atom | pgd | 65.0 | 70.0 | -5.0 |" in capsys.readouterr().out
+    assert main([str(run), "--published", str(tmp_path / "nowhere")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
