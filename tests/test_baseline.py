@@ -1,0 +1,216 @@
+"""The CI regression baseline (bench.baseline, results/baseline/ci.csv) and the ci profile's
+determinism settings (bench.determinism). All cheap: no training."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import bench.config
+import bench.runner
+from bench import determinism
+from bench.baseline import CI_PROTOCOLS, CI_SKIP_METHODS, DEFAULT_OUT, MergeError, merge, run_command
+from bench.cache import DetectorCache
+from bench.compare import KEY, compare
+from bench.registry import ATTACKS, METHODS, PROTOCOLS
+from bench.runner import RunSpec, expected_units, plan_run, prepare_dataset
+from bench.store import COLUMNS, unit_of
+from tests.conftest import bench_env
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _row(method, protocol, cell, attack, metric, value, status="ok"):
+    row = dict.fromkeys(COLUMNS, "")
+    row.update(
+        run_id=f"digits-{protocol}-ci",
+        method=method,
+        protocol=protocol,
+        dataset="digits",
+        cell=cell,
+        seed="0",
+        attack=attack,
+        metric=metric,
+        value=value,
+        status=status,
+        profile="ci",
+    )
+    return row
+
+
+def _write(path: Path, rows, header=COLUMNS) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _read(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        return list(reader.fieldnames), list(reader)
+
+
+@pytest.fixture
+def fixture_csvs(tmp_path):
+    nd = _write(
+        tmp_path / "nd.csv",
+        [
+            _row("oe", "nd", "class1", "pgd", "auroc", "0.61"),
+            _row("oe", "nd", "class0", "clean", "auroc", "0.9"),
+            _row("msp", "nd", "class0", "clean", "auroc", "", status="na"),
+        ],
+    )
+    osr = _write(tmp_path / "osr.csv", [_row("atom", "osr", "split0", "clean", "fpr95", "0.3")])
+    ood = _write(tmp_path / "ood.csv", [_row("oe", "ood", "all:glyphs", "aa", "auroc", "0.7")])
+    return [nd, osr, ood]
+
+
+def test_merge_keeps_columns_and_every_row_sorted_on_the_compare_key(tmp_path, fixture_csvs):
+    out = tmp_path / "sub" / "ci.csv"
+    assert merge(fixture_csvs, out) == 5
+    header, rows = _read(out)
+    assert header == COLUMNS
+    keys = [tuple(r[k] for k in KEY) for r in rows]
+    assert keys == sorted(keys)
+    assert {(r["method"], r["protocol"], r["cell"]) for r in rows} == {
+        ("oe", "nd", "class1"),
+        ("oe", "nd", "class0"),
+        ("msp", "nd", "class0"),
+        ("atom", "osr", "split0"),
+        ("oe", "ood", "all:glyphs"),
+    }
+    na = next(r for r in rows if r["method"] == "msp")
+    assert (na["status"], na["value"]) == ("na", "")
+    # The merged file is what bench compare reads: identical to itself, and a lowered AUROC is caught.
+    assert compare(out, out, 0.0).ok
+    lowered = [dict(r, value="0.5") if r["cell"] == "class1" else r for r in rows]
+    assert compare(out, _write(tmp_path / "lowered.csv", lowered), 0.0).ok is False
+
+
+def test_merge_refuses_duplicate_keys_and_mismatched_columns(tmp_path, fixture_csvs):
+    with pytest.raises(MergeError, match="twice"):
+        merge([fixture_csvs[0], fixture_csvs[0]], tmp_path / "dup.csv")
+    other = _write(tmp_path / "other.csv", [_row("oe", "nd", "class2", "pgd", "auroc", "0.6")], COLUMNS[:-1])
+    with pytest.raises(MergeError, match="columns"):
+        merge([fixture_csvs[0], other], tmp_path / "mixed.csv")
+    with pytest.raises(MergeError, match="key columns"):
+        merge([_write(tmp_path / "bare.csv", [{"value": "1"}], ["value"])], tmp_path / "bare-out.csv")
+    assert not (tmp_path / "dup.csv").exists()
+
+
+def test_merge_command_line(tmp_path, fixture_csvs):
+    out = tmp_path / "merged.csv"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.baseline", "merge", *map(str, fixture_csvs), "--out", str(out)],
+        env=bench_env(tmp_path / "cache"),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(_read(out)[1]) == 5
+    bad = subprocess.run(
+        [sys.executable, "-m", "bench.baseline", "merge", str(tmp_path / "absent.csv"), "--out", str(out)],
+        env=bench_env(tmp_path / "cache"),
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "absent.csv" in bad.stderr
+
+
+def test_grid_command_is_the_ci_profile_of_every_method_and_attack(tmp_path):
+    command = run_command("osr", METHODS.names(), tmp_path / "osr")
+    assert command[1:4] == ["-m", "bench", "run"]
+    text = " ".join(command)
+    assert "--profile ci" in text and "--protocol osr" in text and "--dataset digits" in text
+    assert "--attacks" not in command  # the default: every registered attack
+    assert command[command.index("--methods") + 1 : command.index("--protocol")] == METHODS.names()
+    assert set(CI_SKIP_METHODS) < set(METHODS.names())  # a renamed method must not silently leave CI
+
+
+@pytest.fixture
+def restore_torch_settings():
+    threads = torch.get_num_threads()
+    algorithms = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(algorithms, warn_only=warn_only)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+
+
+def test_ci_profile_sets_the_deterministic_flags(restore_torch_settings):
+    torch.use_deterministic_algorithms(False)
+    torch.set_num_threads(1)
+    assert determinism.configure("quick") is None
+    assert determinism.configure("paper") is None
+    assert not torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == 1
+    settings = determinism.configure(bench.config.get_profile("ci"), "cpu")
+    assert settings == determinism.Settings(
+        threads=determinism.THREADS,
+        deterministic_algorithms=True,
+        warn_only=False,
+        cudnn_deterministic=True,
+        cudnn_benchmark=False,
+    )
+    assert torch.get_num_threads() == determinism.THREADS == 2
+    assert torch.are_deterministic_algorithms_enabled()
+
+
+def test_runner_configures_determinism_before_any_work(tmp_path, monkeypatch):
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def record(profile, device):
+        seen.append((profile.name, device))
+        raise Stop
+
+    monkeypatch.setattr(bench.runner, "configure_determinism", record)
+    spec = RunSpec(methods=["oe"], protocol="nd", profile="ci", device="cpu", out=tmp_path / "run")
+    with pytest.raises(Stop):
+        bench.runner.Runner(plan_run(spec), cache=DetectorCache(tmp_path / "cache")).run()
+    assert seen == [("ci", "cpu")]
+    assert not (tmp_path / "run" / "results.csv").exists()
+
+
+def test_committed_baseline_covers_the_whole_ci_grid():
+    """results/baseline/ci.csv has a row per unit of every registered method and attack on digits for
+    the protocols CI reruns (regenerate it with ``python -m bench.baseline`` after adding either)."""
+    header, rows = _read(REPO / DEFAULT_OUT)
+    assert header == COLUMNS
+    assert {r["profile"] for r in rows} == {"ci"} and {r["dataset"] for r in rows} == {"digits"}
+    found = {(r["method"], r["protocol"], unit_of(r["cell"]), int(r["seed"]), r["attack"]) for r in rows}
+    expected = set()
+    for protocol in CI_PROTOCOLS:
+        spec = RunSpec(methods=METHODS.names(), protocol=protocol, profile="ci", device="cpu")
+        plan = plan_run(spec)
+        for unit in expected_units(plan, prepare_dataset(spec), PROTOCOLS.get(protocol)()):
+            expected.add((unit.method, protocol, unit.cell, unit.seed, unit.attack))
+    assert {u[4] for u in expected} == set(ATTACKS.names())
+    assert found == expected, (
+        f"missing: {sorted(expected - found)[:5]}, extra: {sorted(found - expected)[:5]}; "
+        "regenerate with python -m bench.baseline"
+    )
+    assert len({tuple(r[k] for k in KEY) for r in rows}) == len(rows)
+    assert any(r["status"] == "ok" and r["metric"] == "auroc" for r in rows)
+
+
+def test_merge_keeps_the_protocols_asked_for_and_drops_skipped_methods(tmp_path, fixture_csvs):
+    out = tmp_path / "part.csv"
+    assert merge(fixture_csvs, out, protocols=["nd", "ood"]) == 4
+    assert {r["protocol"] for r in _read(out)[1]} == {"nd", "ood"}
+    assert merge(fixture_csvs, out, protocols=["nd", "ood"], skip_methods=["msp"]) == 3
+    assert {(r["method"], r["cell"]) for r in _read(out)[1]} == {
+        ("oe", "class0"),
+        ("oe", "class1"),
+        ("oe", "all:glyphs"),
+    }
