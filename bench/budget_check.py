@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from bench.cache import DetectorCache
-from bench.config import get_profile
+from bench.config import for_dataset, get_profile
 from bench.contracts import EvalSet
 from bench.errors import BadInput
 from bench.metrics import auroc
@@ -92,7 +92,7 @@ def check_budgets(
         raise BadInput(f"--per-side must be at least 1, got {per_side}")
     dataset = DATASETS.get(dataset_name)()
     protocol = PROTOCOLS.get(protocol_name)()
-    profile = get_profile(profile_name)
+    profile = for_dataset(get_profile(profile_name), DATASETS.get(dataset_name))
     known = protocol.cell_ids(dataset, profile, seed)
     for cell_id in cells:
         if cell_id not in known:

@@ -29,7 +29,7 @@ import torch
 from bench.attacks.base import Attack
 from bench.cache import payload_hash
 from bench.code_version import method_dependencies, source_version
-from bench.config import Profile, get_profile, parse_overrides
+from bench.config import Profile, for_dataset, get_profile, parse_overrides
 from bench.contracts import Method
 from bench.datasets.oe_sources import check_oe_source, list_oe_sources, load_oe_source
 from bench.errors import BadInput
@@ -269,10 +269,10 @@ def plan_run(spec: RunSpec) -> RunPlan:
     if len(set(spec.methods)) != len(spec.methods):
         raise BadInput(f"a method is named twice in --methods {' '.join(spec.methods)}")
     PROTOCOLS.get(spec.protocol)
-    DATASETS.get(spec.dataset)
+    dataset_builder = DATASETS.get(spec.dataset)
     if spec.oe is not None and spec.oe not in list_oe_sources():
         raise BadInput(f"unknown OE source {spec.oe!r}; accepted: {', '.join(list_oe_sources())}")
-    profile = get_profile(spec.profile)
+    profile = for_dataset(get_profile(spec.profile), dataset_builder)
     attacks = list(spec.attacks) if spec.attacks else ATTACKS.names()
     for name in attacks:
         ATTACKS.get(name)
@@ -396,10 +396,12 @@ def attack_hash(plan: RunPlan, name: str) -> str:
 
 
 def method_hash(plan: RunPlan, name: str) -> str:
-    """Hash of (method, hyperparameters, code of its import closure, its data files' digests)."""
+    """Hash of (method, hyperparameters, the training fields of the profile as it runs on this data set,
+    code of its import closure, its data files' digests): a profile edit makes finished units stale too."""
     method = plan.methods[name]
     dependencies = method_dependencies(name, method)
-    payload = {"method": name, "hyperparameters": method.hyperparameters()}
+    training = [plan.profile.training_fingerprint(), plan.profile.max_train_per_class]
+    payload = {"method": name, "hyperparameters": method.hyperparameters(), "profile": training}
     return payload_hash({**payload, "code": dependencies["code"], "files": dependencies["files"]}, 12)
 
 

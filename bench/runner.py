@@ -169,6 +169,7 @@ class Runner:
                 "units_pending": n_pending,
                 "units_rerun_stale": len(plan.stale),
                 "git_sha": plan.git_sha,
+                "profile": dict(plan.profile.__dict__),  # as it ran on this data set (for_dataset)
                 "method_hashes": dict(plan.method_hashes),
                 "attack_hashes": dict(plan.attack_hashes),
             }

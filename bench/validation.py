@@ -2,7 +2,10 @@
 
 ``python -m bench.validation --method rodeo --protocol nd --dataset digits --set rodeo.guidance_scale=1000``
 (options: ``--profile``, ``--seeds``, ``--cells``, ``--attacks``, ``--fraction``, ``--outliers``, ``--oe``,
-``--device``, ``--out FILE.csv``).
+``--device``, ``--network``, ``--out FILE.csv``).
+
+``--network NAME`` trains with that network instead of the profile's (every other profile field kept): the
+way a backbone choice is measured (rows say ``profile (network NAME)``).
 
 For every cell of the protocol and every seed:
 
@@ -53,7 +56,7 @@ import numpy as np
 import torch
 
 from bench.cache import DetectorCache
-from bench.config import Profile, get_profile, parse_overrides
+from bench.config import Profile, for_dataset, get_profile, parse_overrides, with_overrides
 from bench.contracts import Cell, EvalSet, Method, RunContext, TrainTask
 from bench.errors import BadInput, NotApplicable
 from bench.metrics import auroc
@@ -96,6 +99,7 @@ class ValidationSpec:
     outliers: list[str] = dataclasses.field(default_factory=lambda: list(OUTLIER_KINDS))
     oe: str | None = None
     device: str = "cpu"
+    network: str | None = None  # None: the profile's
 
 
 @dataclass
@@ -219,7 +223,15 @@ def run_validation(spec: ValidationSpec, cache: DetectorCache | None = None, log
         raise BadInput(f"no --outliers given; accepted: {', '.join(OUTLIER_KINDS)}")
     protocol = PROTOCOLS.get(spec.protocol)()
     dataset = with_oe_source(DATASETS.get(spec.dataset)(), spec.oe)
-    profile = get_profile(spec.profile)
+    profile = for_dataset(get_profile(spec.profile), DATASETS.get(spec.dataset))
+    profile_label = profile.name
+    if spec.network is not None:
+        from bench.methods.networks import NETWORKS
+
+        if spec.network not in NETWORKS:
+            raise BadInput(f"unknown --network {spec.network!r}; accepted: {', '.join(NETWORKS)}")
+        profile = with_overrides(profile, network=spec.network)
+        profile_label = f"{profile.name} (network {spec.network})"
     for name in spec.attacks:
         ATTACKS.get(name)
     method_cls = METHODS.get(spec.method)
@@ -244,7 +256,7 @@ def run_validation(spec: ValidationSpec, cache: DetectorCache | None = None, log
         "settings": " ".join(sorted(spec.settings)),
         "protocol": spec.protocol,
         "dataset": spec.dataset,
-        "profile": profile.name,
+        "profile": profile_label,
     }
     rows: list[dict] = []
     for seed in spec.seeds:
@@ -355,6 +367,7 @@ def parse_args(argv: list[str] | None) -> tuple[ValidationSpec, Path | None]:
     parser.add_argument("--outliers", nargs="+", default=list(OUTLIER_KINDS))
     parser.add_argument("--oe", default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--network", default=None)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     spec = ValidationSpec(
@@ -370,6 +383,7 @@ def parse_args(argv: list[str] | None) -> tuple[ValidationSpec, Path | None]:
         outliers=args.outliers,
         oe=args.oe,
         device=args.device,
+        network=args.network,
     )
     return spec, args.out
 
@@ -387,10 +401,11 @@ def main(argv: list[str] | None = None) -> None:
     except BadInput as error:
         print(f"bench.validation: error: {error}", file=sys.stderr)
         sys.exit(2)
+    network = f" (network {spec.network})" if spec.network else ""
     print(
         f"validation AUROC (%): {spec.method} {' '.join(spec.settings) or '(defaults)'}, {spec.dataset} "
-        f"{spec.protocol}, profile {spec.profile}, {round(100 * spec.fraction)}% of the training inliers "
-        f"held out"
+        f"{spec.protocol}, profile {spec.profile}{network}, {round(100 * spec.fraction)}% of the training "
+        f"inliers held out"
     )
     print(format_table(rows))
     print(f"{time.perf_counter() - started:.1f} s" + (f"; CSV {out}" if out is not None else ""))

@@ -108,6 +108,50 @@ def tiny_cnn(in_channels: int) -> tuple[nn.Module, int]:
     return body, 64
 
 
+@register_network("strided_cnn")
+def strided_cnn(in_channels: int) -> tuple[nn.Module, int]:
+    """Four 3x3 convolutions (32-64-64-128), three of them stride 2, then a 2x2 average pool and a
+    128-unit head. :func:`tiny_cnn`'s receptive field is 7 px, a quarter of a 28x28 digit, and its global
+    average pool keeps no layout, so at 28x28 it sees strokes, not shapes; here the receptive field is
+    17 px and the 2x2 pool keeps the quadrants. About as costly per image as ``tiny_cnn`` at 28x28 (the
+    strides come early): ~6.9M multiply-adds against ~5.5M."""
+    body = nn.Sequential(
+        nn.Conv2d(in_channels, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(64, 128, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 128, 128),
+        nn.ReLU(),
+    )
+    return body, 128
+
+
+@register_network("strided_cnn_lite")
+def strided_cnn_lite(in_channels: int) -> tuple[nn.Module, int]:
+    """:func:`strided_cnn` without its full-resolution layer: three 3x3 convolutions (32-64-128), all
+    stride 2, the same 2x2 pool and head. Receptive field 15 px; ~2.1M multiply-adds at 28x28, a third of
+    ``strided_cnn``'s: the quick profile's network at 28x28 (its main command must fit 10 minutes)."""
+    body = nn.Sequential(
+        nn.Conv2d(in_channels, 32, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(64, 128, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 128, 128),
+        nn.ReLU(),
+    )
+    return body, 128
+
+
 class _WideBasicBlock(nn.Module):
     """Pre-activation wide-ResNet block (BN-ReLU-conv x2) with a 1x1 shortcut when shapes change."""
 

@@ -16,6 +16,7 @@ from bench import code_version
 from bench.backbones import backbone_files
 from bench.backbones import files as backbone_files_module
 from bench.code_version import file_digest, method_dependencies, module_closure, source_version
+from bench.config import get_profile
 from bench.registry import METHODS
 from bench.runner import detector_key, method_hash
 
@@ -41,7 +42,7 @@ class _Task:
 
 def _keys(methods: dict) -> dict[str, tuple[str, str]]:
     """(detector key, method_hash) of every method instance, computed now."""
-    plan = SimpleNamespace(methods=methods)
+    plan = SimpleNamespace(methods=methods, profile=get_profile("ci"))
     return {name: (detector_key(name, m, _Task()), method_hash(plan, name)) for name, m in methods.items()}
 
 

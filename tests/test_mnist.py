@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.config import get_profile, with_overrides
+from bench.config import for_dataset, get_profile, with_overrides
 from bench.datasets import mnist as mnist_module
 from bench.datasets import sources
 from bench.errors import BadInput
@@ -103,3 +103,27 @@ def test_nd_and_osr_cells_work_unchanged(root, tmp_path, monkeypatch):
     osr = PROTOCOLS.get("osr")()
     osr_cell = next(iter(osr.cells(dataset, profile, 0)))
     assert osr_cell.task.num_classes == 6
+
+
+def test_profiles_run_with_the_data_sets_adjustments_and_nothing_else_moves():
+    """quick on 28x28 runs the adjusted fields (datasets/mnist.py: the 10-minute main command); digits and
+    every other field keep the profile's values; the adjustment needs no data (dry runs stay cheap)."""
+    quick = get_profile("quick")
+    for name in ("mnist", "fmnist"):
+        adjusted = for_dataset(quick, DATASETS.get(name))
+        assert adjusted.network == "strided_cnn_lite" and adjusted.name == "quick"
+        assert adjusted.max_eval_per_side == 50 and adjusted.max_train_per_class == 150
+        changed = {k for k in quick.__dataclass_fields__ if getattr(quick, k) != getattr(adjusted, k)}
+        assert changed == set(mnist_module.PROFILE_ADJUSTMENTS["quick"])
+        assert adjusted.training_fingerprint() != quick.training_fingerprint()  # new cache keys
+        assert for_dataset(get_profile("ci"), DATASETS.get(name)) == get_profile("ci")
+    assert for_dataset(quick, DATASETS.get("digits")) is quick
+
+
+def test_an_adjustment_naming_an_unknown_field_is_refused():
+    def builder():
+        pass
+
+    builder.profile_adjustments = {"quick": {"netwrok": "strided_cnn"}}
+    with pytest.raises(BadInput, match=r"unknown fields \['netwrok'\]"):
+        for_dataset(get_profile("quick"), builder)

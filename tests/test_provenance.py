@@ -4,6 +4,7 @@ dry runs build no data, outputs are shareable, and the report names every commit
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import stat
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from bench import config as config_module
 from bench import plan as plan_module
 from bench.cache import DetectorCache
 from bench.contracts import Method
@@ -295,3 +297,14 @@ def test_a_parameterless_detector_runs_through_the_runner(monkeypatch, tmp_path)
     rows = read_rows(tmp_path / "r")
     assert {r["status"] for r in rows} == {"ok"}
     assert {r["metric"] for r in rows} >= {"auroc", "id_acc"}
+
+
+def test_an_edited_profile_makes_finished_units_stale(tiny, monkeypatch):
+    """The profile's training fields enter method_hash: a resumed folder never mixes two recipes."""
+    tiny()
+    edited = dataclasses.replace(config_module.PROFILES["ci"], epochs=5)
+    monkeypatch.setitem(config_module.PROFILES, "ci", edited)
+    with pytest.raises(BadInput, match=r"4 finished unit\(s\) computed by other code"):
+        tiny()
+    plan, manifest = tiny(rerun_stale=True)
+    assert len(plan.stale) == 4 and manifest["invocations"][-1]["profile"]["epochs"] == 5

@@ -124,8 +124,25 @@ def test_bad_input_exits_with_code_2(capsys):
         (["--method", "oe", "--protocol", "nd", "--cells", "class42"], "unknown cell 'class42'"),
         (["--method", "oe", "--protocol", "nd", "--set", "oe.nope=1"], "unknown --set key"),
         (["--method", "oe", "--protocol", "nd", "--fraction", "1.5"], "--fraction"),
+        (["--method", "oe", "--protocol", "nd", "--network", "wrn99"], "unknown --network 'wrn99'; accepted: "),
     ]:
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 2
         assert needle in capsys.readouterr().err
+
+
+def test_network_option_trains_that_network_and_labels_the_rows(tmp_path, monkeypatch):
+    seen = []
+    original = METHODS.get("oe").fit
+
+    def spy(self, task, ctx):
+        seen.append(task.profile.network)
+        return original(self, task, ctx)
+
+    monkeypatch.setattr(METHODS.get("oe"), "fit", spy)
+    spec = ValidationSpec(
+        method="oe", protocol="nd", profile="ci", cells=["class0"], attacks=["clean"], network="tiny_cnn"
+    )
+    rows = run_validation(spec, cache=DetectorCache(tmp_path / "cache"))
+    assert seen == ["tiny_cnn"] and {r["profile"] for r in rows} == {"ci (network tiny_cnn)"}
