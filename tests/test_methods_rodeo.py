@@ -378,6 +378,30 @@ def test_bad_settings_are_rejected():
         RODEO(vocabulary="wordnet")
     with pytest.raises(BadInput, match="stride"):
         RODEO(stride=0)
+    with pytest.raises(BadInput, match=r"inlier_round_trip must lie in \[0, 1\], got 1.5"):
+        RODEO(inlier_round_trip=1.5)
+
+
+def _laplacian_variance(images: torch.Tensor) -> torch.Tensor:
+    kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
+    return F.conv2d(images, kernel).var(dim=(1, 2, 3))
+
+
+def test_inlier_round_trip_blurs_only_the_chosen_inliers_like_the_exposure():
+    """The remedy sends inliers (never the exposure, label K) through the DDPM's 16x16 and back: they lose
+    the fine detail the generated outliers lack; the share follows the field."""
+    method = RODEO(inlier_round_trip=0.5)
+    task = dataclasses.make_dataclass("T", ["num_classes", "image_shape"])(1, (1, 28, 28))
+    ddpm = rodeo_module._ddpm(method.ddpm_backbone, "cpu")
+    x = torch.rand(400, 1, 28, 28)
+    y = torch.cat([torch.zeros(300, dtype=torch.long), torch.ones(100, dtype=torch.long)])
+    out = method.round_trip_inliers(x, y, task, ddpm, torch.Generator().manual_seed(0))
+    changed = (out - x).flatten(1).abs().amax(1) > 1e-6
+    assert not changed[300:].any() and 120 <= int(changed[:300].sum()) <= 180
+    assert (_laplacian_variance(out[changed]) < 0.2 * _laplacian_variance(x[changed])).all()
+    assert torch.equal(out[~changed], x[~changed]) and out.shape == x.shape
+    none = RODEO(inlier_round_trip=0.0).round_trip_inliers(x, y, task, ddpm, torch.Generator())
+    assert torch.equal(none, x)
 
 
 def test_vocabulary_follows_the_clip_backbone():
