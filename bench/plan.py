@@ -161,6 +161,18 @@ class RunPlan:
         }
 
 
+def command_view(config: dict[str, Any] | None) -> Any:
+    """What a resumed command must repeat: ``config`` with the methods' resolved hyperparameters reduced to
+    the method names. The ``--set`` strings stay, so another setting is refused; a new or changed default
+    in the code is a code change, which ``method_hash`` turns into stale units (``--rerun-stale``)."""
+    if not isinstance(config, dict):
+        return config
+    view = json.loads(json.dumps(config))
+    if isinstance(view.get("methods"), dict):
+        view["methods"] = sorted(view["methods"])
+    return view
+
+
 def resolve_device(device: str) -> str:
     if device not in {"auto", "cpu", "cuda"}:
         raise BadInput(f"unknown device {device!r}; accepted: auto, cpu, cuda")
@@ -328,7 +340,7 @@ def plan_run(spec: RunSpec) -> RunPlan:
         raise BadInput(
             f"--out {str(run_dir)!r} holds an unreadable manifest.json; accepted: a run folder or a new --out"
         ) from None
-    if previous is not None and previous.get("config") != json.loads(json.dumps(plan.config())):
+    if previous is not None and command_view(previous.get("config")) != command_view(plan.config()):
         raise BadInput(
             f"--out {str(run_dir)!r} holds a run with a different configuration; "
             "accepted: the same command that started it, or a new --out"

@@ -308,3 +308,16 @@ def test_an_edited_profile_makes_finished_units_stale(tiny, monkeypatch):
         tiny()
     plan, manifest = tiny(rerun_stale=True)
     assert len(plan.stale) == 4 and manifest["invocations"][-1]["profile"]["epochs"] == 5
+
+
+def test_a_new_default_of_a_method_is_a_stale_unit_not_another_configuration(tiny, monkeypatch):
+    """A field added to a method (or a changed default) changes its resolved hyperparameters but not the
+    command: the resume names the stale units instead of refusing the folder."""
+    tiny()
+    original = MeanMethod.hyperparameters
+
+    monkeypatch.setattr(MeanMethod, "hyperparameters", lambda self: {**original(self), "new_field": 0.0})
+    with pytest.raises(BadInput, match=r"4 finished unit\(s\) computed by other code"):
+        tiny()
+    plan, _ = tiny(rerun_stale=True)
+    assert len(plan.stale) == 4
