@@ -294,7 +294,8 @@ def backbones_group() -> None:
 @click.option("--only", default=None, help="clip or ddpm (default: both).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder (default: the package's).")
 @click.option("--steps", default=None, help="Training steps for each backbone (default: the shipped ones).")
-def backbones_build_command(only, out, steps) -> None:
+@click.option("--size", default="16", help="Image size of the DDPM: 16 (glyph-ddpm) or 32 (glyph-ddpm-32).")
+def backbones_build_command(only, out, steps, size) -> None:
     """Train the embedded backbones on the glyph corpus (CPU, deterministic) and write their files."""
     from bench.backbones.build import build_backbones, check_build_args
 
@@ -303,9 +304,13 @@ def backbones_build_command(only, out, steps) -> None:
             steps = int(steps)
         except ValueError:
             raise BadInput(f"bad --steps {steps!r}; accepted: an integer >= 1") from None
-    check_build_args(out, only, steps)  # before any work or write
+    try:
+        size = int(size)
+    except ValueError:
+        raise BadInput(f"bad --size {size!r}; accepted: 16, 32") from None
+    check_build_args(out, only, steps, size)  # before any work or write
     started = time.perf_counter()
-    results = build_backbones(out, only=only, steps=steps, log=click.echo)
+    results = build_backbones(out, only=only, steps=steps, log=click.echo, size=size)
     for name, meta in results.items():
         size = f"{meta['weights_bytes']:,} bytes"
         click.echo(f"{name}: {meta['weights_file']} ({size}), sha256 {meta['weights_sha256']}")

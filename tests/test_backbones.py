@@ -152,7 +152,9 @@ def test_word_tokenizer_layout_fits_open_clip_pooling(clip):
 def test_bad_names_and_missing_weights(tmp_path):
     with pytest.raises(BadInput, match="unknown CLIP backbone 'nope'; accepted: glyph-clip, hub-clip:"):
         load_clip("nope")
-    with pytest.raises(BadInput, match="unknown DDPM backbone 'glyph-clip'; accepted: glyph-ddpm, hub-ddpm:"):
+    with pytest.raises(
+        BadInput, match="unknown DDPM backbone 'glyph-clip'; accepted: glyph-ddpm, glyph-ddpm-32, hub-ddpm:"
+    ):
         load_ddpm("glyph-clip")
     with pytest.raises(BadInput, match="bench backbones build"):
         load_clip(weights_dir=tmp_path)
@@ -190,6 +192,27 @@ def test_build_is_deterministic(tmp_path):
     with pytest.raises(BadInput, match="accepted: clip, ddpm"):
         build_backbones(tmp_path / "c", only="nonsense")
     assert not (tmp_path / "c").exists()
+
+
+def test_build_at_32_writes_glyph_ddpm_32_that_generates_at_32(tmp_path):
+    """--size 32: the DDPM (only) trains on 32x32 glyphs under its own name and loads at that size."""
+    from bench.backbones.build import build_backbones
+
+    built = build_backbones(tmp_path / "d", only="ddpm", steps=2, log=None, evaluate=False, size=32)
+    assert list(built) == ["glyph-ddpm-32"] and built["glyph-ddpm-32"]["training"]["corpus"]["size"] == 32
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [
+        "glyph-ddpm-32.json",
+        "glyph-ddpm-32.safetensors",
+    ]
+    ddpm = load_ddpm("glyph-ddpm-32", weights_dir=tmp_path / "d")
+    assert ddpm.image_size == 32 and ddpm.to_model_space(torch.rand(2, 1, 28, 28)).shape == (2, 1, 32, 32)
+    for kwargs, needle in (
+        ({"only": "ddpm", "size": 28}, "bad --size 28; accepted: 16, 32"),
+        ({"size": 32}, "--only ddpm"),
+    ):
+        with pytest.raises(BadInput, match=needle):
+            build_backbones(tmp_path / "e", log=None, **kwargs)
+    assert not (tmp_path / "e").exists()
 
 
 # ---- hub ---------------------------------------------------------------------------------------------------

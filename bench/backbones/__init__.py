@@ -50,6 +50,7 @@ from bench.backbones.files import (
     EMBEDDED,
     EMBEDDED_CLIP,
     EMBEDDED_DDPM,
+    EMBEDDED_DDPM_SIZES,
     HUB_CLIP_PREFIX,
     HUB_DDPM_PREFIX,
     WEIGHTS_DIR,
@@ -246,11 +247,11 @@ def check_backbone(name: str) -> None:
         from bench.backbones.hub import check_hub_ddpm
 
         check_hub_ddpm(name)
-    elif name in (EMBEDDED_CLIP, EMBEDDED_DDPM):
+    elif name in EMBEDDED:
         _embedded_files(name, None)
     else:
         raise BadInput(
-            f"unknown backbone {name!r}; accepted: {EMBEDDED_CLIP}, {EMBEDDED_DDPM}, "
+            f"unknown backbone {name!r}; accepted: {', '.join(EMBEDDED)}, "
             f"{HUB_CLIP_PREFIX}<open_clip model name>@<checkpoint file>, {HUB_DDPM_PREFIX}<diffusers folder>"
         )
 
@@ -287,13 +288,13 @@ def load_ddpm(
         from bench.backbones.hub import load_hub_ddpm
 
         backbone = load_hub_ddpm(name)
-    elif name == EMBEDDED_DDPM:
+    elif EMBEDDED.get(name) == "ddpm":
         from bench.backbones.tiny_ddpm import load_embedded_ddpm
 
         backbone = load_embedded_ddpm(name, *_embedded_files(name, weights_dir))
     else:
         raise BadInput(
-            f"unknown DDPM backbone {name!r}; accepted: {EMBEDDED_DDPM}, "
+            f"unknown DDPM backbone {name!r}; accepted: {', '.join(EMBEDDED_DDPM_SIZES.values())}, "
             f"{HUB_DDPM_PREFIX}<path to a local diffusers folder>"
         )
     return backbone.to(device).eval()
@@ -321,7 +322,12 @@ def list_backbones(weights_dir: str | Path | None = None) -> list[dict]:
                 params=None,
                 metrics={},
                 steps=None,
-                status="missing: run bench backbones build",
+                status="missing: run bench backbones build"
+                + (
+                    ""
+                    if name in (EMBEDDED_CLIP, EMBEDDED_DDPM)
+                    else f" --only ddpm --size {name.rsplit('-', 1)[1]}"
+                ),
             )
         rows.append(row)
     rows.append(

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from bench.backbones import EMBEDDED_CLIP, EMBEDDED_DDPM, WEIGHTS_DIR
+from bench.backbones import EMBEDDED_CLIP, WEIGHTS_DIR
+from bench.backbones.files import EMBEDDED_DDPM_SIZES
 from bench.code_version import file_digest
 from bench.errors import BadInput
 
@@ -120,19 +121,20 @@ def _build_clip(out: Path, steps: int, seed: int, log, evaluate: bool) -> dict:
     return meta
 
 
-def _build_ddpm(out: Path, steps: int, seed: int, log, evaluate: bool) -> dict:
+def _build_ddpm(out: Path, steps: int, seed: int, log, evaluate: bool, size: int = 16) -> dict:
     from bench.backbones.tiny_ddpm import SCHEDULER_CONFIG, evaluate_ddpm, train_ddpm, unet_init_config
 
     started = time.perf_counter()
-    backbone, summary = train_ddpm(steps=steps, seed=seed, log=log, name=EMBEDDED_DDPM)
+    name = EMBEDDED_DDPM_SIZES[size]
+    backbone, summary = train_ddpm(steps=steps, seed=seed, log=log, name=name, size=size)
     metrics = {}
     if evaluate:
         log("glyph-ddpm: evaluating (held-out denoising loss)")
         metrics = evaluate_ddpm(backbone, seed=seed)
-    weights = out / f"{EMBEDDED_DDPM}.safetensors"
+    weights = out / f"{name}.safetensors"
     _write_safetensors(backbone.unet.state_dict(), weights)
     meta = {
-        "name": EMBEDDED_DDPM,
+        "name": name,
         "kind": "ddpm",
         "architecture": "diffusers.UNet2DModel + diffusers.DDPMScheduler (epsilon prediction)",
         "unet_config": unet_init_config(backbone.unet),
@@ -150,18 +152,24 @@ def _build_ddpm(out: Path, steps: int, seed: int, log, evaluate: bool) -> dict:
             **_versions(),
         },
     }
-    _write_json(meta, out / f"{EMBEDDED_DDPM}.json")
+    _write_json(meta, out / f"{name}.json")
     log(
-        f"glyph-ddpm: {meta['params']:,} params, {meta['weights_bytes']:,} bytes, final loss "
+        f"{name}: {meta['params']:,} params, {meta['weights_bytes']:,} bytes, final loss "
         f"{summary['final_loss']:.4f}, metrics {metrics}"
     )
     return meta
 
 
-def check_build_args(out_dir, only, steps) -> tuple[Path, str | None, int | None]:
+def check_build_args(out_dir, only, steps, size: int = 16) -> tuple[Path, str | None, int | None]:
     """Validated (out folder, only, steps); BadInput naming the accepted values otherwise."""
     if only is not None and only not in ONLY:
         raise BadInput(f"unknown backbone {only!r} for --only; accepted: {', '.join(ONLY)}")
+    if size not in EMBEDDED_DDPM_SIZES:
+        raise BadInput(f"bad --size {size!r}; accepted: {', '.join(map(str, EMBEDDED_DDPM_SIZES))}")
+    if size != 16 and only != "ddpm":
+        raise BadInput(
+            f"--size {size} builds the DDPM only (the CLIP filter stays at 16); accepted: --only ddpm"
+        )
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise BadInput(f"bad step count {steps!r}; accepted: an integer >= 1")
     out = Path(out_dir) if out_dir is not None else WEIGHTS_DIR
@@ -177,6 +185,7 @@ def build_backbones(
     seed: int = 0,
     log: Callable[[str], None] | None = print,
     evaluate: bool = True,
+    size: int = 16,
 ) -> dict:
     """Train and write the embedded backbones (both, or ``only`` "clip" / "ddpm"); returns their metadata.
 
@@ -185,7 +194,7 @@ def build_backbones(
     from bench.backbones.tiny_clip import DEFAULT_STEPS as CLIP_STEPS
     from bench.backbones.tiny_ddpm import DEFAULT_STEPS as DDPM_STEPS
 
-    out, only, steps = check_build_args(out_dir, only, steps)
+    out, only, steps = check_build_args(out_dir, only, steps, size)
     out.mkdir(parents=True, exist_ok=True)
     log = log or (lambda message: None)
     threads = torch.get_num_threads()
@@ -196,7 +205,8 @@ def build_backbones(
             if only in (None, "clip"):
                 results[EMBEDDED_CLIP] = _build_clip(out, steps or CLIP_STEPS, seed, log, evaluate)
             if only in (None, "ddpm"):
-                results[EMBEDDED_DDPM] = _build_ddpm(out, steps or DDPM_STEPS, seed, log, evaluate)
+                name = EMBEDDED_DDPM_SIZES[size]
+                results[name] = _build_ddpm(out, steps or DDPM_STEPS, seed, log, evaluate, size)
     finally:
         torch.set_num_threads(threads)
     return results

@@ -10,7 +10,10 @@ from pathlib import Path
 
 EMBEDDED_CLIP = "glyph-clip"
 EMBEDDED_DDPM = "glyph-ddpm"
-EMBEDDED = {EMBEDDED_CLIP: "clip", EMBEDDED_DDPM: "ddpm"}
+# the same DDPM trained at 32x32 (`bench backbones build --only ddpm --size 32`): RODEO's exposure for
+# 28x28 data is then generated above the data's resolution and area-downsampled, not upsampled from 16
+EMBEDDED_DDPM_SIZES = {16: EMBEDDED_DDPM, 32: "glyph-ddpm-32"}
+EMBEDDED = {EMBEDDED_CLIP: "clip", **{name: "ddpm" for name in EMBEDDED_DDPM_SIZES.values()}}
 HUB_CLIP_PREFIX = "hub-clip:"
 HUB_DDPM_PREFIX = "hub-ddpm:"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"

@@ -105,10 +105,10 @@ def denoising_loss(
     return losses
 
 
-def heldout_images(count: int = 500, seed: int = 0) -> torch.Tensor:
+def heldout_images(count: int = 500, seed: int = 0, size: int = 16) -> torch.Tensor:
     from bench.datasets.glyph_corpus import glyph_corpus
 
-    return glyph_corpus("validation", count, seed=seed).images
+    return glyph_corpus("validation", count, seed=seed, size=size).images
 
 
 def train_ddpm(
@@ -116,8 +116,10 @@ def train_ddpm(
     seed: int = 0,
     log: Callable[[str], None] = print,
     name: str = "glyph-ddpm",
+    size: int = 16,
 ) -> tuple[DiffusionBackbone, dict]:
-    """Train the tiny DDPM from scratch, deterministically; returns the (EMA) backbone and a summary."""
+    """Train the tiny DDPM from scratch, deterministically, on ``size`` x ``size`` glyphs (the UNet's
+    sample size follows); returns the (EMA) backbone and a summary."""
     from bench.datasets.glyph_corpus import glyph_corpus
 
     cfg = TRAINING
@@ -125,9 +127,9 @@ def train_ddpm(
     pool_size = int(min(cfg["pool_size"], max(steps * batch, 4 * batch)))
     torch.manual_seed(seed)
     started = time.perf_counter()
-    corpus = glyph_corpus("train", pool_size, seed=seed + 1)
+    corpus = glyph_corpus("train", pool_size, seed=seed + 1, size=size)
     corpus_seconds = time.perf_counter() - started
-    unet = make_unet()
+    unet = make_unet({**UNET_CONFIG, "sample_size": size})
     scheduler = make_scheduler()
     ema = copy.deepcopy(unet).requires_grad_(False)
     abar = scheduler.alphas_cumprod.to(torch.float32)
@@ -175,7 +177,7 @@ def train_ddpm(
             "split": "train",
             "count": pool_size,
             "seed": int(seed) + 1,
-            "size": 16,
+            "size": int(size),
             "damaged_fraction": 0.2,
         },
         "final_loss": float(np.mean(losses[-100:])),
@@ -192,11 +194,12 @@ def train_ddpm(
 def evaluate_ddpm(backbone: DiffusionBackbone, seed: int = 0) -> dict:
     """Held-out denoising loss (validation split, 500 images, fixed noise) of ``backbone`` and, for scale,
     of a randomly initialised UNet."""
-    images = heldout_images(seed=seed)
+    images = heldout_images(seed=seed, size=backbone.image_size)
     trained = denoising_loss(backbone, images)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        untrained = DiffusionBackbone("random", make_unet(), make_scheduler(), "embedded").eval()
+        unet = make_unet({**UNET_CONFIG, "sample_size": backbone.image_size})
+        untrained = DiffusionBackbone("random", unet, make_scheduler(), "embedded").eval()
     baseline = denoising_loss(untrained, images)
     return {
         "heldout_loss_by_t": trained,
