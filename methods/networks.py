@@ -108,6 +108,18 @@ def tiny_cnn(in_channels: int) -> tuple[nn.Module, int]:
     return body, 64
 
 
+def _strided_body(in_channels: int, layers: Sequence[tuple[int, int]]) -> tuple[nn.Module, int]:
+    """3x3 convolutions ``(width, stride)`` with ReLUs, then a 2x2 average pool (it keeps the quadrants,
+    where a global pool keeps no layout) and a 128-unit head."""
+    modules: list[nn.Module] = []
+    channels = in_channels
+    for width, stride in layers:
+        modules += [nn.Conv2d(channels, width, 3, stride=stride, padding=1), nn.ReLU()]
+        channels = width
+    modules += [nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(4 * channels, 128), nn.ReLU()]
+    return nn.Sequential(*modules), 128
+
+
 @register_network("strided_cnn")
 def strided_cnn(in_channels: int) -> tuple[nn.Module, int]:
     """Four 3x3 convolutions (32-64-64-128), three of them stride 2, then a 2x2 average pool and a
@@ -115,21 +127,7 @@ def strided_cnn(in_channels: int) -> tuple[nn.Module, int]:
     average pool keeps no layout, so at 28x28 it sees strokes, not shapes; here the receptive field is
     17 px and the 2x2 pool keeps the quadrants. About as costly per image as ``tiny_cnn`` at 28x28 (the
     strides come early): ~6.9M multiply-adds against ~5.5M."""
-    body = nn.Sequential(
-        nn.Conv2d(in_channels, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(32, 64, 3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(64, 64, 3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(64, 128, 3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(4 * 128, 128),
-        nn.ReLU(),
-    )
-    return body, 128
+    return _strided_body(in_channels, [(32, 1), (64, 2), (64, 2), (128, 2)])
 
 
 @register_network("strided_cnn_lite")
@@ -137,19 +135,7 @@ def strided_cnn_lite(in_channels: int) -> tuple[nn.Module, int]:
     """:func:`strided_cnn` without its full-resolution layer: three 3x3 convolutions (32-64-128), all
     stride 2, the same 2x2 pool and head. Receptive field 15 px; ~2.1M multiply-adds at 28x28, a third of
     ``strided_cnn``'s: the quick profile's network at 28x28 (its main command must fit 10 minutes)."""
-    body = nn.Sequential(
-        nn.Conv2d(in_channels, 32, 3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(32, 64, 3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(64, 128, 3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(4 * 128, 128),
-        nn.ReLU(),
-    )
-    return body, 128
+    return _strided_body(in_channels, [(32, 2), (64, 2), (128, 2)])
 
 
 class _WideBasicBlock(nn.Module):
