@@ -24,6 +24,19 @@ HEADER = (
 )
 
 
+def planned_cells(manifest: dict) -> tuple[tuple[str, str] | None, int]:
+    """((dataset, protocol), number of cells) a run folder plans, from its manifest alone (no data files:
+    a clone of the results can print the table): the last invocation's units over methods x seeds x
+    attacks; (None, 0) when the manifest does not say."""
+    config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
+    invocations = manifest.get("invocations") or [{}]
+    try:
+        per_cell = len(config["methods"]) * len(config["seeds"]) * len(config["attacks"])
+        return (config["dataset"], config["protocol"]), int(invocations[-1]["units_total"]) // per_cell
+    except (KeyError, TypeError, ZeroDivisionError):
+        return None, 0
+
+
 def comparison_rows(runs: list[Path], published_dir: Path, papers: list[str] | None = None) -> list[dict]:
     """One dict per matched published mean-over-cells row, sorted by dataset, protocol, method, attack."""
     from bench.config import get_profile
@@ -31,6 +44,7 @@ def comparison_rows(runs: list[Path], published_dir: Path, papers: list[str] | N
     from bench.site import combine, load_published, load_source, published_comparison
 
     sources = [load_source(path, i) for i, path in enumerate(runs)]
+    planned = {key: cells for source in sources for key, cells in [planned_cells(source.manifest)] if key}
     df = combine(sources)
     published = load_published(published_dir)
     if papers:
@@ -48,10 +62,12 @@ def comparison_rows(runs: list[Path], published_dir: Path, papers: list[str] | N
             & (df["metric"] == "auroc")
         ]
         ran = len(set(mine["cell"]))
-        protocol = PROTOCOLS.get(match["protocol"])()
-        dataset = DATASETS.get(match["dataset"])()
-        profile_name = match["profile"].split(",")[0].strip()
-        total = len(protocol.cell_ids(dataset, get_profile(profile_name), 0))
+        total = planned.get((match["dataset"], match["protocol"]))
+        if total is None:  # a bare results CSV: count the protocol's cells on the data set (needs its files)
+            protocol = PROTOCOLS.get(match["protocol"])()
+            dataset = DATASETS.get(match["dataset"])()
+            profile_name = match["profile"].split(",")[0].strip()
+            total = len(protocol.cell_ids(dataset, get_profile(profile_name), 0))
         rows.append({**match, "cells_ran": ran, "cells_total": total})
     rows.sort(key=lambda r: (r["dataset"], r["protocol"], r["method"], attack_order.get(r["attack"], 9)))
     return rows

@@ -45,3 +45,23 @@ def test_cli_prints_the_table_and_refuses_a_missing_folder(tmp_path, capsys):
     assert "| digits | nd | atom | pgd | 65.0 | 70.0 | -5.0 |" in capsys.readouterr().out
     assert main([str(run), "--published", str(tmp_path / "nowhere")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_cells_planned_come_from_the_manifest_without_the_data(tmp_path, monkeypatch):
+    """A clone of the committed results prints the table without the data files: the planned cells come
+    from the manifest (units over methods x seeds x attacks), not from building the data set."""
+    import json
+
+    from bench.paper_table import planned_cells
+    from bench.registry import DATASETS
+
+    run, published = _fixture(tmp_path)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["config"] = {"dataset": "digits", "protocol": "nd", "methods": {"atom": {}}, "seeds": [0]}
+    manifest["config"]["attacks"] = {"clean": {}, "pgd": {}}
+    manifest["invocations"] = [{"units_total": 14}]  # 7 cells planned
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    assert planned_cells(manifest) == (("digits", "nd"), 7)
+    assert planned_cells({}) == (None, 0)
+    monkeypatch.setattr(DATASETS, "get", lambda name: (_ for _ in ()).throw(AssertionError("data built")))
+    assert {r["cells_total"] for r in comparison_rows([run], published)} == {7}

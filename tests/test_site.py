@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from bench import site
@@ -237,6 +238,20 @@ def test_published_comparison_difference_and_profile(tmp_path, frame):
         ("atom", "c1", "60.0", "+10.0"),  # ours (0.8 + 0.6) / 2 = 70.0
     ]
     assert rows[0]["profile"] == "quick" and not rows[0]["reproduction"]
+    # EOE's "BCE" baseline is our oe with one inlier class (nd only)
+    (pub / "eoe.csv").write_text(
+        "method,protocol,dataset,cell,attack,metric,value,source\n"
+        "bce,nd,toy,mean,clean,auroc,90,EOE Table 11\n"
+        "bce,osr,toy,mean,clean,auroc,90,not an nd row: no alias\n",
+        encoding="utf-8",
+    )
+    oe = frame[frame["method"] == "atom"].assign(method="oe")
+    aliased = site.published_comparison(pd.concat([frame, oe]), site.load_published(pub))
+    bce = [r for r in aliased if r["source"].startswith("EOE")]
+    assert [(r["method"], r["protocol"], r["source"]) for r in bce] == [
+        ("oe", "nd", "EOE Table 11 (published as bce)")
+    ]
+    (pub / "eoe.csv").unlink()
     (pub / "bad.csv").write_text("method,value\nx,1\n", encoding="utf-8")
     with pytest.raises(BadInput, match="lacks the columns"):
         site.load_published(pub)
