@@ -261,6 +261,7 @@ def list_command(what: str) -> None:
     """List registered methods, datasets, attacks, protocols or profiles. Methods: a line each with
     protocols, needs and defaults; attacks: with defaults (the paper profile's budget)."""
     from bench.config import PROFILES
+    from bench.datasets.catalog import dataset_lines
     from bench.datasets.oe_sources import list_oe_sources
     from bench.registry import (
         describe_attack,
@@ -273,7 +274,7 @@ def list_command(what: str) -> None:
 
     listers = {
         "methods": lambda: [describe_method(name) for name in list_methods()],
-        "datasets": list_datasets,
+        "datasets": lambda: dataset_lines(list_datasets()),
         "attacks": lambda: [describe_attack(name) for name in list_attacks()],
         "protocols": list_protocols,
         "profiles": lambda: list(PROFILES),
@@ -342,7 +343,8 @@ def backbones_list_command() -> None:
 
 @cli.group("data")
 def data_group() -> None:
-    """Real data sets (mnist, fmnist) under $BENCH_DATA: fetch, list, verify."""
+    """Real data sets under $BENCH_DATA (mnist, fmnist, cifar10, cifar100, svhn; folder sets): fetch,
+    list, verify."""
 
 
 @data_group.command("fetch")
@@ -350,16 +352,16 @@ def data_group() -> None:
 @click.option("--force", is_flag=True, help="Convert again even if a converted file is present.")
 def data_fetch_command(names, force) -> None:
     """Download (pinned by sha256) and convert NAMES, from the first source that works."""
-    from bench.datasets.sources import fetch_with_progress
+    from bench.datasets.catalog import fetch
 
-    for line in fetch_with_progress(names, force=force):
+    for line in fetch(names, force=force):
         click.echo(line)
 
 
 @data_group.command("list")
 def data_list_command() -> None:
     """Each data set's source, counts, licence, split version and whether it is present."""
-    from bench.datasets.sources import status_lines
+    from bench.datasets.catalog import status_lines
 
     for line in status_lines():
         click.echo(line)
@@ -369,7 +371,7 @@ def data_list_command() -> None:
 @click.argument("names", nargs=-1)
 def data_verify_command(names) -> None:
     """Re-hash the converted files (default: all present) and the kept downloads; exit 2 on a mismatch."""
-    from bench.datasets.sources import verify
+    from bench.datasets.catalog import verify
 
     lines = verify(names)
     for line in lines or ["nothing to verify: no data set is converted (bench data fetch NAME)"]:

@@ -18,6 +18,7 @@ import torch
 
 from bench.config import Profile
 from bench.contracts import Cell, EvalSet, TrainTask
+from bench.errors import BadInput
 from bench.registry import register_protocol
 
 
@@ -124,9 +125,46 @@ def _known_unknown_evalset(dataset, profile, sample_seed, keep_classes, name) ->
     )
 
 
+def _anomaly_flags(dataset) -> torch.Tensor | None:
+    """The test images' anomaly flags of an anomaly data set (MVTec-style folders), else None."""
+    return getattr(dataset, "test_is_anomaly", None)
+
+
+def _anomaly_sizes(dataset, profile, c: int) -> tuple[int, int, int]:
+    """(train images, test inliers, test outliers) of category ``c`` of an anomaly data set."""
+    labels = dataset.train_labels.numpy()
+    in_category = dataset.test_labels.numpy() == c
+    flags = _anomaly_flags(dataset).numpy()
+    cap = profile.max_eval_per_side
+    n_train = _capped(int((labels == c).sum()), profile.max_train_per_class)
+    return (
+        n_train,
+        _capped(int((in_category & ~flags).sum()), cap),
+        _capped(int((in_category & flags).sum()), cap),
+    )
+
+
+def _anomaly_evalset(dataset, profile, sample_seed, c: int, name) -> EvalSet:
+    """Category ``c``'s normal test images (inliers, label 0) against its anomalies (outliers)."""
+    rng = np.random.default_rng(sample_seed)
+    in_category = dataset.test_labels.numpy() == c
+    flags = _anomaly_flags(dataset).numpy()
+    idx_in = _cap(np.flatnonzero(in_category & ~flags), profile.max_eval_per_side, rng)
+    idx_out = _cap(np.flatnonzero(in_category & flags), profile.max_eval_per_side, rng)
+    index = np.concatenate([idx_in, idx_out])
+    return EvalSet(
+        name=name,
+        images=dataset.test_images[torch.from_numpy(index)],
+        is_outlier=torch.from_numpy(flags[index]),
+        labels=torch.tensor([0] * len(idx_in) + [-1] * len(idx_out), dtype=torch.long),
+    )
+
+
 @register_protocol("nd")
 class NoveltyDetection(Protocol):
-    """One cell per class: inliers = that class, outliers = all other classes of the test split."""
+    """One cell per class: inliers = that class, outliers = all other classes of the test split. On an
+    anomaly data set (MVTec AD's protocol) one cell per category: its normal test images against its
+    anomalies."""
 
     name = "nd"
 
@@ -134,16 +172,34 @@ class NoveltyDetection(Protocol):
         return [f"class{c}" for c in range(dataset.num_classes)]
 
     def cell_sizes(self, dataset, profile):
+        sizes = _anomaly_sizes if _anomaly_flags(dataset) is not None else _one_class_sizes
         return [
-            (cell_id, *_known_unknown_sizes(dataset, profile, [c]))
+            (cell_id, *sizes(dataset, profile, c))
             for c, cell_id in enumerate(self.cell_ids(dataset, profile, 0))
         ]
 
     def cells(self, dataset, profile, seed, device="cpu"):
+        anomaly = _anomaly_flags(dataset) is not None
         for c, cell_id in enumerate(self.cell_ids(dataset, profile, seed)):
             task = _task(dataset, profile, seed, device, [c])
             sample_seed = self.sample_seed(dataset, cell_id)
-            yield Cell(cell_id, task, [_known_unknown_evalset(dataset, profile, sample_seed, [c], "test")])
+            if anomaly:
+                evalset = _anomaly_evalset(dataset, profile, sample_seed, c, "test")
+            else:
+                evalset = _known_unknown_evalset(dataset, profile, sample_seed, [c], "test")
+            yield Cell(cell_id, task, [evalset])
+
+
+def _one_class_sizes(dataset, profile, c: int) -> tuple[int, int, int]:
+    return _known_unknown_sizes(dataset, profile, [c])
+
+
+def _refuse_anomaly_set(dataset, protocol: str) -> None:
+    if _anomaly_flags(dataset) is not None:
+        raise BadInput(
+            f"protocol {protocol!r} does not apply to the anomaly data set {dataset.name!r} (normal vs "
+            "anomalous images per category); accepted: --protocol nd"
+        )
 
 
 @register_protocol("osr")
@@ -160,6 +216,7 @@ class OpenSetRecognition(Protocol):
         return sorted(int(c) for c in rng.permutation(num_classes)[:n_known])
 
     def cell_ids(self, dataset, profile, seed):
+        _refuse_anomaly_set(dataset, self.name)
         return [f"split{s}" for s in range(profile.osr_splits)]
 
     def cell_sizes(self, dataset, profile):
@@ -186,6 +243,7 @@ class OutOfDistribution(Protocol):
     version = "v3"
 
     def cell_ids(self, dataset, profile, seed):
+        _refuse_anomaly_set(dataset, self.name)
         return ["all"]
 
     def cells(self, dataset, profile, seed, device="cpu"):
