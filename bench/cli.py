@@ -122,6 +122,7 @@ def run_command(
         executor=executor,
         address=address,
         retries=parsed_retries,
+        dry_run=dry_run,
     )
     plan = plan_run(spec)
     if device == "auto":
@@ -169,6 +170,8 @@ def print_dry_run(plan) -> None:
     )
     if plan.stale:
         console.print(f"stale units to recompute (--rerun-stale): {len(plan.stale)}")
+    if "absent" in dataset.notes:
+        console.print(f"data not here, counts of the official release: {dataset.notes['absent']}")
     budget = Table(title="attack budget (gradient evaluations)")
     for column in ("attack", "eps", "steps", "restarts", "grad evals / image", "grad evals total"):
         budget.add_column(column, justify="right")
@@ -194,6 +197,23 @@ def print_dry_run(plan) -> None:
         f"total: {total:,} gradient evaluations over {images:,} image scorings per attack{unknown}; "
         f"output: {plan.run_dir}"
     )
+    from bench.estimate import estimate, measure_step
+
+    device = "cuda" if plan.device in {"cuda", "auto"} and torch_cuda_available() else "cpu"
+    cost = measure_step(plan.profile.network, dataset.image_shape, dataset.num_classes + 1, device)
+    train_hours, attack_hours = estimate(plan, sizes, total, cost)
+    console.print(
+        f"estimate: {train_hours + attack_hours:,.1f} {cost.unit} (training {train_hours:,.1f}, attacks "
+        f"{attack_hours:,.1f}), from {1000 * cost.seconds_per_image:.3g} ms per image for a forward + "
+        f"backward pass of {plan.profile.network} at {'x'.join(map(str, dataset.image_shape))} measured on "
+        f"{cost.device} (batch {cost.batch}); a floor: no data loading, diffusion sampling or CLIP towers"
+    )
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def execute(plan) -> None:

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import hashlib
 import importlib.util
+import inspect
 import json
 import math
 import os
@@ -83,6 +84,7 @@ class RunSpec:
     executor: str = "local"  # "local" or "ray" (bench.executors); not part of the run's configuration
     address: str | None = None  # ray: "auto" or HOST:PORT of a running cluster; None: start one here
     retries: int = 2  # ray: times a unit group whose worker died is retried before it becomes error rows
+    dry_run: bool = False  # a data set not yet fetched is planned from its declared counts (if it has them)
 
     def run_settings(self) -> list[str]:
         """The --set values that define the run (the executor's do not: a run resumes on any executor)."""
@@ -365,9 +367,20 @@ def prepare_dataset(spec: RunSpec):
     """The dataset with its OE source, after checking (cheaply) that their files exist."""
     builder = DATASETS.get(spec.dataset)
     preflight = getattr(builder, "preflight", None)
-    if preflight is not None:
-        preflight()
-    dataset = with_oe_source(builder(), spec.oe)
+    try:
+        if preflight is not None:
+            if "protocol" in inspect.signature(preflight).parameters:
+                preflight(protocol=spec.protocol)
+            else:
+                preflight()
+        dataset = builder()
+    except BadInput as error:
+        declared = getattr(builder, "declared", None)
+        if not (spec.dry_run and declared is not None):
+            raise
+        dataset = declared()  # labels of the official release, no pixels: counts only
+        dataset.notes["absent"] = str(error)
+    dataset = with_oe_source(dataset, spec.oe)
     name = spec.oe or default_oe_name(dataset)
     if name is not None:
         check_oe_source(name)

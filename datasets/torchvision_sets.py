@@ -35,6 +35,7 @@ from bench.errors import BadInput
 from bench.registry import register_dataset
 
 from .base import ImageDataset, default_eps
+from .ood_sets import check_ood_set, declared_sizes, default_suite, ood_suite
 from .sources import (
     NETWORK_TIMEOUT_S,
     _short,
@@ -99,7 +100,10 @@ class TorchvisionSpec:
     files: str  # what the user can put under $BENCH_DATA/torchvision/ instead of downloading
     source: str
     classes: tuple[str, ...]
+    train_per_class: tuple[int, ...] = ()  # the official release's counts, for dry runs on absent data
+    test_per_class: tuple[int, ...] = ()
     coarse: bool = False  # cifar100: labels are the 20 superclasses
+    ood: bool = True  # has the CIFAR OOD suite (bench.datasets.ood_sets)
 
     @property
     def split_version(self) -> str:
@@ -117,6 +121,8 @@ TORCHVISION_SPECS: dict[str, TorchvisionSpec] = {
             "cifar-10-python.tar.gz or its extracted cifar-10-batches-py/",
             "https://www.cs.toronto.edu/~kriz/cifar.html",
             tuple(CIFAR10_CLASSES),
+            (5000,) * 10,
+            (1000,) * 10,
         ),
         TorchvisionSpec(
             "cifar100",
@@ -126,6 +132,8 @@ TORCHVISION_SPECS: dict[str, TorchvisionSpec] = {
             "cifar-100-python.tar.gz or its extracted cifar-100-python/",
             "https://www.cs.toronto.edu/~kriz/cifar.html",
             tuple(CIFAR100_SUPERCLASSES),
+            (2500,) * 20,
+            (500,) * 20,
             coarse=True,
         ),
         TorchvisionSpec(
@@ -136,6 +144,8 @@ TORCHVISION_SPECS: dict[str, TorchvisionSpec] = {
             "cifar-100-python.tar.gz or its extracted cifar-100-python/",
             "https://www.cs.toronto.edu/~kriz/cifar.html",
             tuple(CIFAR100_FINE_CLASSES),
+            (500,) * 100,
+            (100,) * 100,
         ),
         TorchvisionSpec(
             "svhn",
@@ -145,6 +155,8 @@ TORCHVISION_SPECS: dict[str, TorchvisionSpec] = {
             "train_32x32.mat and test_32x32.mat",
             "http://ufldl.stanford.edu/housenumbers/",
             tuple(SVHN_CLASSES),
+            (4948, 13861, 10585, 8497, 7458, 6882, 5727, 5595, 5045, 4659),  # 73,257
+            (1744, 5099, 4149, 2882, 2523, 2384, 1977, 2019, 1660, 1595),  # 26,032
         ),
     )
 }
@@ -365,12 +377,57 @@ def _build(name: str, root: str) -> ImageDataset:
         origin=f"{spec.title}, {spec.licence}: {record['source']['description']}; converted to "
         f"{record['converted']['file']} under {root} (sha256 {record['converted']['sha256'][:16]}...)",
         eps=default_eps(IMAGE_SHAPE[-1]),
+        **_ood_fields(spec),
         notes={
             "licence": f"{spec.title}: {spec.licence}",
             "split": f"official; version {record['split_version']}; {record['counts']['train']} train / "
             f"{record['counts']['test']} test",
             "oe": "none by default: pass --oe (300k-random-images or tiny-imagenet, the papers' choices)",
         },
+    )
+
+
+def _ood_fields(spec: TorchvisionSpec) -> dict:
+    if not spec.ood:
+        return {}
+    names = default_suite(spec.name.split("-")[0])
+    return {
+        "ood_suite": functools.partial(ood_suite, names=names, shape=IMAGE_SHAPE),
+        "ood_set_sizes": declared_sizes(names),
+    }
+
+
+def preflight(name: str, protocol: str | None = None) -> None:
+    """The converted file (and with ``protocol="ood"`` every set of the OOD suite) is here, or BadInput."""
+    require_converted(name)
+    spec = get_spec(name)
+    if protocol == "ood":
+        if not spec.ood:
+            raise BadInput(f"{name} has no OOD test suite; accepted: --protocol nd or osr")
+        for ood_name in default_suite(name.split("-")[0]):
+            check_ood_set(ood_name)
+
+
+def declared_dataset(name: str) -> ImageDataset:
+    """A stand-in with the official release's labels and no pixels (zero images, expanded: no memory), so a
+    dry run can count cells and budgets before ``bench data fetch``; never trained or scored."""
+    spec = get_spec(name)
+
+    def labels(per_class: tuple[int, ...]) -> torch.Tensor:
+        return torch.repeat_interleave(torch.arange(len(per_class)), torch.tensor(per_class))
+
+    train, test = labels(spec.train_per_class), labels(spec.test_per_class)
+    return ImageDataset(
+        name=name,
+        train_images=torch.zeros((1, *IMAGE_SHAPE)).expand(len(train), *IMAGE_SHAPE),
+        train_labels=train,
+        test_images=torch.zeros((1, *IMAGE_SHAPE)).expand(len(test), *IMAGE_SHAPE),
+        test_labels=test,
+        class_names=list(spec.classes),
+        split_version=spec.split_version,
+        origin=f"{spec.title}: not fetched; counts of the official release (dry run only)",
+        eps=default_eps(IMAGE_SHAPE[-1]),
+        **_ood_fields(spec),
     )
 
 
@@ -381,7 +438,8 @@ def _builder(name: str):
     build.__doc__ = (
         f"{TORCHVISION_SPECS[name].title} as (N, 3, 32, 32) float32 in [0, 1] (bench data fetch {name})."
     )
-    build.preflight = functools.partial(require_converted, name)
+    build.preflight = functools.partial(preflight, name)
+    build.declared = functools.partial(declared_dataset, name)
     return build
 
 

@@ -270,3 +270,83 @@ def test_images_are_resized_to_224_in_rgb(tmp_path):
     images = folder_sets.read_images([path], 224)
     assert images.shape == (1, 3, 224, 224) and images.dtype == torch.float32
     assert torch.allclose(images, torch.full_like(images, 90 / 255), atol=1e-6)
+
+
+# 7 sets of 10,000 (mnist, tinyimagenet, places365, lsun, cifar100, lsun-crop, lsun-resize), isun 8,925,
+# birds 5,794, flowers 6,149, coil100 7,200, svhn 26,032, textures 5,640
+OOD_TOTAL = 7 * 10_000 + 8_925 + 5_794 + 6_149 + 7_200 + 26_032 + 5_640
+
+
+@pytest.mark.parametrize(
+    ("protocol", "cells", "first"),
+    [
+        ("nd", 10, ("class0", 5000, 1000, 9000)),
+        ("osr", 5, None),
+        ("ood", 1, ("all", 50000, 10000, OOD_TOTAL)),
+    ],
+)
+def test_a_dry_run_plans_cifar10_from_the_official_counts_before_the_data_is_fetched(
+    root, protocol, cells, first
+):
+    from bench.plan import RunSpec, plan_run
+
+    spec = RunSpec(methods=["atom"], protocol=protocol, dataset="cifar10", profile="paper", dry_run=True)
+    plan = plan_run(spec)
+    sizes = PROTOCOLS.get(protocol)().cell_sizes(plan.dataset, plan.profile)
+    assert len(sizes) == cells and "bench data fetch cifar10" in plan.dataset.notes["absent"]
+    if first is not None:
+        assert tuple(sizes[0]) == first  # ood: the 13 sets of RODEO Table 4 and ATOM, official sizes
+    assert all(n_in + n_out > 0 for _, _, n_in, n_out in sizes)
+    with pytest.raises(BadInput, match="bench data fetch cifar10"):
+        plan_run(RunSpec(methods=["atom"], protocol=protocol, dataset="cifar10", profile="paper"))
+
+
+def test_the_dry_run_prints_an_estimate_from_a_measured_step_and_writes_nothing(tmp_path):
+    out = tmp_path / "run"
+    env = {"BENCH_DATA": str(tmp_path / "data"), "BENCH_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin"}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--methods", "rodeo", "atom", "--protocol", "nd"]
+        + ["--dataset", "cifar10", "--profile", "paper", "--dry-run", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env={**env, "COLUMNS": "400"},
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "estimate: " in done.stdout and "CPU-hours (this CPU; not a GPU figure)" in done.stdout
+    assert "wrn40_4 at 3x32x32 measured on cpu" in done.stdout and "class9" in done.stdout
+    assert not out.exists() and not (tmp_path / "data").exists()
+
+
+def test_training_passes_count_exposure_and_train_time_attack_steps():
+    from bench.estimate import training_passes
+    from bench.registry import METHODS
+
+    paper = get_profile("paper")  # 100 epochs, batches 64 ID / 128 OOD
+    assert training_passes(METHODS.get("atom")(), paper, 5000) == 100 * (5000 + 10000) * (1 + 5)
+    assert training_passes(METHODS.get("rodeo")(), paper, 5000) == 100 * (5000 + 5000) * (1 + 10)
+    assert training_passes(METHODS.get("msp")(), paper, 5000) == 100 * 5000
+
+
+def test_folder_ood_sets_load_resized_and_a_missing_one_names_its_folder_and_source(root):
+    from bench.datasets import ood_sets
+
+    write_png(root / "ood" / "textures" / "banded" / "a.jpg", size=(64, 48), value=30)
+    write_png(root / "ood" / "textures" / "b.png", size=(300, 300), value=60)
+    suite = ood_sets.ood_suite(0, ("textures",), (3, 32, 32))
+    assert [name for name, _ in suite] == ["textures"] and suite[0][1].shape == (2, 3, 32, 32)
+    assert sorted((suite[0][1][:, 0, 0, 0] * 255).round().tolist()) == [30.0, 60.0]
+    with pytest.raises(BadInput, match=r"OOD set isun: .*ood/isun/ is missing .*iSUN"):
+        ood_sets.ood_suite(0, ("textures", "isun"), (3, 32, 32))
+    assert ood_sets.default_suite("svhn") == (
+        "cifar10",
+        "textures",
+        "places365",
+        "lsun-crop",
+        "lsun-resize",
+        "isun",
+    )
+    assert "cifar10" not in ood_sets.default_suite("cifar10") and "cifar100" in ood_sets.default_suite(
+        "cifar10"
+    )

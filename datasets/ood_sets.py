@@ -1,0 +1,131 @@
+"""OOD test sets of the seed tables for the CIFAR data sets, resized to the in-distribution resolution.
+
+Suites (``ood`` protocol, one EvalSet per set):
+
+- RODEO Table 4 (CIFAR-10 / CIFAR-100 as ID): mnist, tinyimagenet, places365, lsun, isun, birds, flowers,
+  coil100 and the other CIFAR;
+- ATOM Sec. 4.1 / App. C: svhn, textures, places365, lsun-crop, lsun-resize, isun (for SVHN as ID:
+  cifar10 in place of svhn).
+
+For CIFAR the default suite is their union (the data set under test is never its own OOD set); for SVHN,
+ATOM's. ATOM samples 1,000 SVHN test images per class (10,000); here the whole test split is used and the
+profile's ``max_eval_per_side`` caps it. ``mnist``,
+``cifar10``, ``cifar100`` and ``svhn`` are the test splits converted by ``bench data fetch``; the others
+are manual downloads read from ``$BENCH_DATA/ood/<name>/`` (any image files, searched recursively), each
+named with its source in the error that reports it missing. Gray sets are repeated over 3 channels;
+resizing is area averaging down, bilinear up (``bench.datasets.oe_sources.to_shape``).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bench.errors import BadInput
+
+from .folder_sets import _images_in, read_images
+from .oe_sources import to_shape
+from .sources import data_root
+
+OOD_DIR = "ood"
+
+
+@dataclass(frozen=True)
+class OODSet:
+    name: str
+    source: str
+    size: int | None  # images in the official release (declared for dry runs); None: not fixed
+    converted: bool = False  # True: a data set of ``bench data fetch`` (its test split)
+
+
+OOD_SETS: dict[str, OODSet] = {
+    s.name: s
+    for s in (
+        OODSet("mnist", "bench data fetch mnist (test split)", 10_000, converted=True),
+        OODSet("cifar10", "bench data fetch cifar10 (test split)", 10_000, converted=True),
+        OODSet("cifar100", "bench data fetch cifar100 (test split)", 10_000, converted=True),
+        OODSet("svhn", "bench data fetch svhn (test split)", 26_032, converted=True),
+        OODSet("tinyimagenet", "Tiny ImageNet test images as resized by ODIN (Liang et al. 2018)", 10_000),
+        OODSet(
+            "places365", "Places365 (Zhou et al. 2017): 10,000 test images sampled as in ATOM App. C", 10_000
+        ),
+        OODSet("lsun", "LSUN test images (Yu et al. 2015), as released by ODIN", 10_000),
+        OODSet("lsun-crop", "LSUN-crop of ODIN (Liang et al. 2018)", 10_000),
+        OODSet("lsun-resize", "LSUN-resize of ODIN (Liang et al. 2018)", 10_000),
+        OODSet("isun", "iSUN of ODIN (Xu et al. 2015; Liang et al. 2018)", 8_925),
+        OODSet("birds", "CUB-200-2011 test images (Wah et al. 2011)", 5_794),
+        OODSet("flowers", "Oxford Flowers-102 test images (Nilsback and Zisserman 2008)", 6_149),
+        OODSet("coil100", "COIL-100 (Nene et al. 1996)", 7_200),
+        OODSet("textures", "DTD, Describable Textures (Cimpoi et al. 2014), all 5,640 images", 5_640),
+    )
+}
+RODEO_TABLE4 = ("mnist", "tinyimagenet", "places365", "lsun", "isun", "birds", "flowers", "coil100")
+ATOM_SETS = ("svhn", "textures", "places365", "lsun-crop", "lsun-resize", "isun")
+
+
+def default_suite(dataset_name: str) -> tuple[str, ...]:
+    """CIFAR: RODEO Table 4's sets with the other CIFAR, then ATOM's (union, in order, without
+    ``dataset_name``); SVHN: ATOM's, with cifar10 for svhn."""
+    if dataset_name == "svhn":
+        return ("cifar10", *ATOM_SETS[1:])
+    other = "cifar100" if dataset_name == "cifar10" else "cifar10"
+    names = dict.fromkeys((*RODEO_TABLE4, other, *ATOM_SETS))
+    names.pop(dataset_name, None)
+    return tuple(names)
+
+
+def _folder(name: str, root: Path) -> Path:
+    return root / OOD_DIR / name
+
+
+def check_ood_set(name: str, root: str | Path | None = None) -> None:
+    """BadInput naming what is missing and where it goes (file listing only)."""
+    spec = OOD_SETS[name]
+    root = data_root(root)
+    if spec.converted:
+        from . import sources, torchvision_sets
+
+        module = sources if name in sources.SPECS else torchvision_sets
+        module.require_converted(name, root)
+        return
+    if not _images_in(_folder(name, root), recursive=True):
+        raise BadInput(
+            f"OOD set {name}: {_folder(name, root)}/ is missing or holds no image; put the images of "
+            f"{spec.source} there (any sub-folders), or leave it out with another --protocol"
+        )
+
+
+def declared_sizes(names: tuple[str, ...]) -> dict[str, int] | None:
+    """Name -> size for a dry run; None when a set has no fixed size."""
+    sizes = {name: OOD_SETS[name].size for name in names}
+    return None if any(size is None for size in sizes.values()) else sizes  # type: ignore[return-value]
+
+
+@functools.cache
+def _load(name: str, root: str, shape: tuple[int, int, int]) -> torch.Tensor:
+    spec = OOD_SETS[name]
+    if spec.converted:
+        from . import sources, torchvision_sets
+
+        if name in sources.SPECS:
+            arrays, _ = sources.load_converted(name, root, parts=("test",))
+            images = torch.from_numpy(arrays["test_images"]).unsqueeze(1).float().div_(255.0)
+        else:
+            arrays, _ = torchvision_sets.load_converted(name, root)
+            images = torch.from_numpy(arrays["test_images"]).float().div_(255.0)
+        return to_shape(images, shape)
+    paths = _images_in(_folder(name, Path(root)), recursive=True)
+    return to_shape(read_images(paths, shape[-1]), shape)
+
+
+def ood_suite(
+    seed: int, names: tuple[str, ...], shape: tuple[int, int, int]
+) -> list[tuple[str, torch.Tensor]]:
+    """The named OOD sets, (N, *shape) float32 in [0, 1] each (``seed`` unused: the sets are fixed)."""
+    root = str(data_root())
+    for name in names:
+        check_ood_set(name, root)
+    return [(name, _load(name, root, tuple(shape))) for name in names]
