@@ -197,17 +197,46 @@ def print_dry_run(plan) -> None:
         f"total: {total:,} gradient evaluations over {images:,} image scorings per attack{unknown}; "
         f"output: {plan.run_dir}"
     )
+    print_recipes(console, plan)
     from bench.estimate import estimate, measure_step
 
     device = "cuda" if plan.device in {"cuda", "auto"} and torch_cuda_available() else "cpu"
-    cost = measure_step(plan.profile.network, dataset.image_shape, dataset.num_classes + 1, device)
-    train_hours, attack_hours = estimate(plan, sizes, total, cost)
+    networks = dict.fromkeys(plan.profile_for(name).network for name in plan.methods)
+    shape = dataset.image_shape
+    costs = {net: measure_step(net, shape, dataset.num_classes + 1, device) for net in networks}
+    train_hours, attack_hours = estimate(plan, sizes, total, costs)
+    measured = ", ".join(f"{net} {1000 * cost.seconds_per_image:.3g} ms" for net, cost in costs.items())
+    cost = next(iter(costs.values()))
     console.print(
         f"estimate: {train_hours + attack_hours:,.1f} {cost.unit} (training {train_hours:,.1f}, attacks "
-        f"{attack_hours:,.1f}), from {1000 * cost.seconds_per_image:.3g} ms per image for a forward + "
-        f"backward pass of {plan.profile.network} at {'x'.join(map(str, dataset.image_shape))} measured on "
-        f"{cost.device} (batch {cost.batch}); a floor: no data loading, diffusion sampling or CLIP towers"
+        f"{attack_hours:,.1f}), from the time per image of a forward + backward pass at "
+        f"{'x'.join(map(str, shape))} measured on {cost.device} (batch {cost.batch}): {measured}; a floor: "
+        "no data loading, diffusion sampling or CLIP towers"
     )
+
+
+def print_recipes(console, plan) -> None:
+    """Paper profile: each method's training recipe (bench.paper_settings) and what it cannot express."""
+    from rich.table import Table
+
+    from bench.paper_settings import method_defaults, not_expressed
+
+    if plan.profile.name != "paper":
+        return
+    table = Table(title="training recipe per method (paper profile; sources: bench/paper_settings.py)")
+    for column in ("method", "network", "epochs", "batch ID/OE", "lr", "milestones", "method fields"):
+        table.add_column(column)
+    for name in plan.methods:
+        p = plan.profile_for(name)
+        own = ", ".join(f"{k}={v}" for k, v in method_defaults(plan.profile.name, name).items()) or "-"
+        milestones = ", ".join(f"{m:.3g}" for m in p.lr_milestones) or "none"
+        table.add_row(
+            name, p.network, str(p.epochs), f"{p.batch_size}/{p.oe_batch_size}", f"{p.lr:g}", milestones, own
+        )
+    console.print(table)
+    for name in plan.methods:
+        for line in not_expressed(plan.profile.name, name):
+            console.print(f"not expressed ({name}): {line}")
 
 
 def torch_cuda_available() -> bool:

@@ -67,12 +67,16 @@ def training_passes(method, profile, n_train: int) -> int:
     return int(profile.epochs * (n_train + exposure) * adversarial)
 
 
-def estimate(plan, sizes, attack_grad_evals: int, cost: StepCost) -> tuple[float, float]:
-    """(training hours, attack hours) of the planned grid."""
+def estimate(plan, sizes, attack_grad_evals: int, costs: dict[str, StepCost]) -> tuple[float, float]:
+    """(training hours, attack hours) of the planned grid; ``costs``: network name -> measured step. Each
+    method trains with its own profile (``plan.profile_for``) and takes an equal share of the attacks."""
     seeds = len(plan.spec.seeds)
-    train = sum(
-        training_passes(method, plan.profile, n_train)
-        for method in plan.methods.values()
-        for _, n_train, _, _ in sizes
-    )
-    return train * seeds * cost.seconds_per_image / 3600, attack_grad_evals * cost.seconds_per_image / 3600
+    train = attack = 0.0
+    for name, method in plan.methods.items():
+        profile = plan.profile_for(name)
+        seconds = costs[profile.network].seconds_per_image
+        train += (
+            sum(training_passes(method, profile, n_train) for _, n_train, _, _ in sizes) * seeds * seconds
+        )
+        attack += attack_grad_evals / len(plan.methods) * seconds
+    return train / 3600, attack / 3600

@@ -15,6 +15,7 @@ and tries the evaluation set again; the batch that worked is reported with the u
 from __future__ import annotations
 
 import copy
+import dataclasses
 import tempfile
 import time
 import traceback
@@ -119,13 +120,16 @@ def fit_detector(
         return None, f"{method_name} does not support protocol {plan.spec.protocol}", 0.0
     if "oe" in method.requires and cell.task.oe is None:
         return None, f"{method_name} needs an auxiliary outlier source; dataset has none", 0.0
-    key = detector_key(method_name, method, cell.task)
+    task = cell.task
+    if plan.profile_for(method_name) is not task.profile:  # paper profile: the method's own recipe
+        task = dataclasses.replace(task, profile=plan.profile_for(method_name))
+    key = detector_key(method_name, method, task)
     started = time.perf_counter()
     detector = cache.load_detector(key, plan.device)
     if detector is None:
         ctx = RunContext(device=plan.device, cache=cache, log=log)
         try:
-            detector = method.fit(cell.task, ctx)
+            detector = method.fit(task, ctx)
         except NotApplicable as reason:
             return None, str(reason), 0.0
         detector.meta.update(

@@ -34,6 +34,7 @@ from bench.config import Profile, for_dataset, get_profile, parse_overrides
 from bench.contracts import Method
 from bench.datasets.oe_sources import check_oe_source, list_oe_sources, load_oe_source
 from bench.errors import BadInput
+from bench.paper_settings import method_defaults, method_profile
 from bench.provenance import git_sha
 from bench.registry import ATTACKS, DATASETS, METHODS, PROTOCOLS
 from bench.store import ResultStore
@@ -136,6 +137,12 @@ class RunPlan:
     attack_hashes: dict[str, str] = field(default_factory=dict)
     git_sha: str = "unknown"
     executor_settings: ExecutorSettings = field(default_factory=ExecutorSettings)
+    # the profile each method trains with: on ``paper`` its paper's recipe (bench.paper_settings), else
+    # the run's profile; filled once the data set (its image size) is known
+    method_profiles: dict[str, Profile] = field(default_factory=dict)
+
+    def profile_for(self, method_name: str) -> Profile:
+        return self.method_profiles.get(method_name, self.profile)
 
     def attack(self, name: str, seed: int) -> Attack:
         return ATTACKS.get(name).from_profile(self.profile, seed=seed, **self.attack_settings[name])
@@ -317,7 +324,10 @@ def plan_run(spec: RunSpec) -> RunPlan:
             if isinstance(value, float) and not math.isfinite(value):
                 raise BadInput(f"bad value {value!r} for --set {name}.{key}: expected a finite number")
     executor_settings = ExecutorSettings(**overrides.pop("executor"))
-    methods = {name: _build(METHODS.get(name), overrides[name], name) for name in spec.methods}
+    methods = {
+        name: _build(METHODS.get(name), {**method_defaults(profile.name, name), **overrides[name]}, name)
+        for name in spec.methods
+    }
     attack_settings = {name: overrides[name] for name in attacks}
     for name in attacks:  # instantiate once so bad budgets (e.g. steps=0) fail before any work
         _build(ATTACKS.get(name).from_profile, {"profile": profile, "seed": 0, **attack_settings[name]}, name)
@@ -348,6 +358,8 @@ def plan_run(spec: RunSpec) -> RunPlan:
             "accepted: the same command that started it, or a new --out"
         )
     plan.dataset = prepare_dataset(spec)
+    size = plan.dataset.image_shape[-1]
+    plan.method_profiles = {name: method_profile(profile, name, size, spec.dataset) for name in methods}
     for name, method in methods.items():
         check_method_files(name, method)
     plan.method_hashes = {name: method_hash(plan, name) for name in plan.methods}
@@ -425,7 +437,8 @@ def method_hash(plan: RunPlan, name: str) -> str:
     code of its import closure, its data files' digests): a profile edit makes finished units stale too."""
     method = plan.methods[name]
     dependencies = method_dependencies(name, method)
-    training = [plan.profile.training_fingerprint(), plan.profile.max_train_per_class]
+    profile = plan.profile_for(name)
+    training = [profile.training_fingerprint(), profile.max_train_per_class]
     payload = {"method": name, "hyperparameters": method.hyperparameters(), "profile": training}
     return payload_hash({**payload, "code": dependencies["code"], "files": dependencies["files"]}, 12)
 

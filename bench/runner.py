@@ -170,6 +170,16 @@ class Runner:
                 "units_rerun_stale": len(plan.stale),
                 "git_sha": plan.git_sha,
                 "profile": dict(plan.profile.__dict__),  # as it ran on this data set (for_dataset)
+                # paper profile: each method's own training recipe (bench.paper_settings)
+                "method_profiles": {
+                    name: {
+                        k: v
+                        for k, v in plan.profile_for(name).__dict__.items()
+                        if plan.profile.__dict__[k] != v
+                    }
+                    for name in plan.methods
+                    if plan.profile_for(name) != plan.profile
+                },
                 "method_hashes": dict(plan.method_hashes),
                 "attack_hashes": dict(plan.attack_hashes),
             }

@@ -1,0 +1,116 @@
+"""``--profile paper`` resolves each method's training recipe to its paper's values (table-driven: the
+expected values are typed here from the papers, not read from bench.paper_settings)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from bench.config import get_profile
+from bench.errors import NotApplicable
+from bench.execute import build_cell, fit_detector
+from bench.paper_settings import PAPER_SETTINGS, method_profile
+from bench.plan import RunSpec, method_hash, plan_run
+
+# (method, data set, image size, Profile field, value, where the paper says it)
+PROFILE_ROWS = [
+    ("atom", "cifar10", 32, "network", "wrn40_4", "ATOM App. B.1/B.12"),
+    ("atom", "cifar10", 32, "epochs", 100, "ATOM App. B.1"),
+    ("atom", "cifar10", 32, "lr", 0.1, "ATOM App. B.1"),
+    ("atom", "cifar10", 32, "momentum", 0.9, "ATOM App. B.1"),
+    ("atom", "cifar10", 32, "weight_decay", 1e-4, "ATOM App. B.1"),
+    ("atom", "cifar10", 32, "lr_milestones", (0.5, 0.75, 0.9), "ATOM App. B.1: 50/75/90 of 100"),
+    ("atom", "cifar10", 32, "batch_size", 64, "ATOM App. B.1"),
+    ("atom", "cifar10", 32, "oe_batch_size", 128, "ATOM App. B.1"),
+    ("atom", "svhn", 32, "epochs", 20, "ATOM App. B.1: SVHN 20 epochs"),
+    ("msp", "cifar10", 32, "epochs", 100, "ATOM App. B.1: all model training"),
+    ("oe", "cifar10", 32, "network", "wrn40_2", "OE: WRN-40-2"),
+    ("rodeo", "cifar10", 32, "epochs", 100, "RODEO Sec. 5"),
+    ("rodeo", "cifar10", 32, "lr_milestones", (), "RODEO Sec. 5: Adam, no decay"),
+    ("rodeo", "mvtec", 224, "network", "resnet18", "RODEO Sec. 5 / Table 9"),
+    ("hsc", "cifar10", 32, "epochs", 200, "EOE App. G.1 (CIFAR-10)"),
+    ("hsc", "cifar10", 32, "lr_milestones", (0.5, 0.75), "EOE App. G.1: 100, 150 of 200"),
+    ("hsc", "cifar10", 32, "batch_size", 128, "EOE App. G.1"),
+    ("hsc", "cifar10", 32, "oe_batch_size", 128, "EOE App. G.1"),
+    ("hsc", "imagenet30", 224, "epochs", 150, "EOE App. G.1 (ImageNet)"),
+    ("hsc", "imagenet30", 224, "network", "resnet18", "EOE App. G.1 (ImageNet)"),
+    ("hsc", "mvtec", 224, "epochs", 300, "EOE App. G.1 (MVTec-AD)"),
+    ("greg", "cifar10", 32, "epochs", 20, "GReg Sec. 6.1: fine-tune 20 epochs"),
+    ("greg+", "cifar10", 32, "epochs", 60, "GReg Sec. 6.1: 50 + 10 epochs"),
+    ("greg+", "cifar10", 32, "lr", 0.1, "GReg Sec. 6.1"),
+    ("greg+", "cifar10", 32, "lr_milestones", (50 / 60,), "GReg Sec. 6.1: 0.01 for the last 10"),
+    ("bce-clip", "cifar10", 32, "epochs", 80, "EOE App. G.2"),
+]
+
+
+@pytest.mark.parametrize(("method", "dataset", "size", "key", "value", "source"), PROFILE_ROWS)
+def test_the_paper_profile_resolves_each_methods_recipe(method, dataset, size, key, value, source):
+    profile = method_profile(get_profile("paper"), method, size, dataset)
+    assert getattr(profile, key) == pytest.approx(value), source
+    assert profile.pgd_steps == 1000 and profile.pgd_restarts == 10  # attack budgets stay the profile's
+
+
+def test_every_method_with_a_recipe_is_registered_and_every_field_is_a_profile_or_method_field():
+    from dataclasses import fields
+
+    from bench.config import Profile
+    from bench.registry import METHODS
+
+    profile_fields = {f.name for f in fields(Profile)}
+    for name, recipe in PAPER_SETTINGS.items():
+        method_fields = set(METHODS.get(name).field_types())
+        settings = [recipe.profile, recipe.high_res, *recipe.by_dataset.values()]
+        assert all(set(s) <= profile_fields for s in settings), name
+        assert set(recipe.method) <= method_fields, name
+        assert all(s.source for group in (*settings, recipe.method) for s in group.values()), name
+
+
+def test_a_plan_on_the_paper_profile_gives_methods_their_recipes_and_set_still_wins():
+    spec = RunSpec(methods=["rodeo", "atom"], protocol="nd", dataset="digits", profile="paper")
+    plan = plan_run(RunSpec(**{**spec.__dict__, "settings": ["rodeo.steps=5"]}))
+    assert plan.methods["rodeo"].steps == 5 and plan.methods["rodeo"].lr == pytest.approx(1e-3)
+    assert plan.profile_for("rodeo").lr_milestones == () and plan.profile_for("atom").lr_milestones == (
+        0.5,
+        0.75,
+        0.9,
+    )
+    # the recipe enters the method hash: rodeo's differs from what the bare paper profile gives
+    bare = plan_run(spec)
+    bare.method_profiles = {}
+    assert method_hash(plan_run(spec), "rodeo") != method_hash(bare, "rodeo")
+
+
+@pytest.mark.parametrize("profile", ["ci", "quick", "reference"])
+def test_other_profiles_train_every_method_with_the_profile_itself(profile):
+    plan = plan_run(
+        RunSpec(methods=["rodeo", "atom", "hsc"], protocol="nd", dataset="digits", profile=profile)
+    )
+    assert all(plan.profile_for(name) is plan.profile for name in plan.methods)
+
+
+def test_the_fit_sees_the_methods_own_profile(monkeypatch):
+    plan = plan_run(RunSpec(methods=["msp", "hsc"], protocol="nd", dataset="digits", profile="paper"))
+    plan.profile = replace(plan.profile, oe_pool_size=200)  # a small OE pool: the cell builds in a second
+    plan.method_profiles = {name: method_profile(plan.profile, name, 8, "digits") for name in plan.methods}
+    seen = {}
+
+    def fake_fit(self, task, ctx):
+        seen[type(self).__name__] = task.profile
+        raise NotApplicable("stop after seeing the task")
+
+    cell = build_cell(plan, "class0", 0)
+    for name in plan.methods:
+        monkeypatch.setattr(type(plan.methods[name]), "fit", fake_fit)
+        detector, reason, _ = fit_detector(plan, name, cell, cache=_NoCache())
+        assert detector is None and reason == "stop after seeing the task"
+    profiles = list(seen.values())
+    assert [p.epochs for p in profiles] == [100, 200] and profiles[1].batch_size == 128
+    assert all(p.oe_pool_size == 200 for p in profiles)  # the run's own fields stay
+
+
+class _NoCache:
+    recovered: list[str] = []
+
+    def load_detector(self, key, device):
+        return None
