@@ -120,9 +120,7 @@ def fit_detector(
         return None, f"{method_name} does not support protocol {plan.spec.protocol}", 0.0
     if "oe" in method.requires and cell.task.oe is None:
         return None, f"{method_name} needs an auxiliary outlier source; dataset has none", 0.0
-    task = cell.task
-    if plan.profile_for(method_name) is not task.profile:  # paper profile: the method's own recipe
-        task = dataclasses.replace(task, profile=plan.profile_for(method_name))
+    task = method_task(plan, method_name, cell)
     key = detector_key(method_name, method, task)
     started = time.perf_counter()
     detector = cache.load_detector(key, plan.device)
@@ -142,17 +140,26 @@ def fit_detector(
     return detector, "", float(trained) if trained is not None else elapsed
 
 
+def method_task(plan: RunPlan, method_name: str, cell: Cell):
+    """The cell's training task with the method's own profile (the paper profile's recipes)."""
+    if plan.profile_for(method_name) is cell.task.profile:
+        return cell.task
+    return dataclasses.replace(cell.task, profile=plan.profile_for(method_name))
+
+
 def collect_artifacts(
     plan: RunPlan, group: UnitGroup, cell: Cell, cache: DetectorCache, log: Log
 ) -> dict[str, bytes]:
     """The method's per-cell files (relative path -> bytes), written into a temporary folder and read
-    back; empty when the run folder has them already (a resumed run) or the method writes none."""
-    if (plan.run_dir / "artifacts" / group.method / f"{cell.cell_id}-seed{group.seed}").exists():
+    back; empty when the run folder has them already (a resumed run; a rerun of stale units makes them
+    again) or the method writes none."""
+    folder = plan.run_dir / "artifacts" / group.method / f"{cell.cell_id}-seed{group.seed}"
+    if folder.exists() and not any(unit in plan.stale for unit in group.units()):
         return {}
     with tempfile.TemporaryDirectory(prefix="bench-artifacts-") as folder:
         staging = Path(folder)
         ctx = RunContext(device=plan.device, cache=cache, log=log)
-        plan.methods[group.method].write_artifacts(cell.task, ctx, staging)
+        plan.methods[group.method].write_artifacts(method_task(plan, group.method, cell), ctx, staging)
         return {
             str(path.relative_to(staging)): path.read_bytes()
             for path in sorted(staging.rglob("*"))

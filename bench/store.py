@@ -156,11 +156,9 @@ class ResultStore:
         self.replace_unit_rows(unit.key, result.rows)
 
     def save_artifacts(self, name: str, files: dict[str, bytes]) -> None:
-        """``artifacts/<name>/`` with ``files`` (relative path -> content), written once into a temporary
-        folder and renamed into place; kept when it exists."""
+        """``artifacts/<name>/`` with ``files`` (relative path -> content), written into a temporary folder
+        and renamed into place; an existing folder (a stale unit's, recomputed) is replaced."""
         target = self.run_dir / "artifacts" / name
-        if target.exists():
-            return
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
         try:
@@ -168,6 +166,10 @@ class ResultStore:
                 path = staging / relative
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
+            if target.exists():
+                old = target.with_name(f".old-{target.name}-{os.getpid()}")
+                target.rename(old)
+                shutil.rmtree(old, ignore_errors=True)
             staging.rename(target)
         finally:
             if staging.exists():
