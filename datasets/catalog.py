@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bench.errors import BadInput
 
-from . import folder_sets, sources, torchvision_sets
+from . import folder_sets, ood_sets, sources, torchvision_sets
 
 
 @dataclass(frozen=True)
@@ -83,9 +83,13 @@ def catalog(root: str | Path | None = None) -> dict[str, CatalogEntry]:
     return {entry.name: entry for entry in entries}
 
 
+def _torchvision_ood_sets() -> list[str]:
+    return [name for name, spec in ood_sets.OOD_SETS.items() if spec.torchvision is not None]
+
+
 def _check_fetchable(names) -> None:
     """BadInput for a name ``bench data fetch`` cannot fetch: unknown, or a manual (folder) download."""
-    fetchable = [*sources.SPECS, *torchvision_sets.TORCHVISION_SPECS]
+    fetchable = [*sources.SPECS, *torchvision_sets.TORCHVISION_SPECS, *_torchvision_ood_sets()]
     for name in names:
         if name in folder_sets.FOLDER_SPECS:
             spec = folder_sets.FOLDER_SPECS[name]
@@ -117,12 +121,28 @@ def fetch(names, force: bool = False) -> list[str]:
             f"{sources.data_root() / record['converted']['file']} "
             f"({record['converted']['bytes'] / 1e6:.1f} MB)"
         )
+    for name in dict.fromkeys(n for n in names if n in _torchvision_ood_sets()):
+        try:
+            paths = ood_sets.fetch_ood_set(name)
+        except Exception as error:  # network, md5 mismatch, disk: torchvision's message
+            raise BadInput(
+                f"{name}: torchvision could not fetch it ({' '.join(str(error).split())[:160]}); put "
+                f"{ood_sets.OOD_SETS[name].source} under {sources.data_root() / ood_sets.TORCHVISION_DIR}/"
+            ) from None
+        lines.append(
+            f"{name}: {len(paths)} images (OOD set) under {sources.data_root() / ood_sets.TORCHVISION_DIR}"
+        )
     return lines
 
 
 def verify(names) -> list[str]:
     """``bench data verify``: re-hash the named (default: every converted) data set's files."""
     _check_fetchable(names)
+    if any(name in _torchvision_ood_sets() for name in names):
+        raise BadInput(
+            "bench data verify checks converted data sets; the OOD sets "
+            f"{', '.join(_torchvision_ood_sets())} are checked by torchvision each time they are read"
+        )
     chosen = list(names) or [
         *(n for n in sources.SPECS if sources.read_record(n) is not None),
         *(n for n in torchvision_sets.TORCHVISION_SPECS if sources.read_record(n) is not None),

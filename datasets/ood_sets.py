@@ -11,8 +11,12 @@ For CIFAR the default suite is their union (the data set under test is never its
 ATOM's. ATOM samples 1,000 SVHN test images per class (10,000); here the whole test split is used and the
 profile's ``max_eval_per_side`` caps it. ``mnist``,
 ``cifar10``, ``cifar100`` and ``svhn`` are the test splits converted by ``bench data fetch``; the others
-are manual downloads read from ``$BENCH_DATA/ood/<name>/`` (any image files, searched recursively), each
-named with its source in the error that reports it missing. Gray sets are repeated over 3 channels;
+``textures`` (DTD, all 5,640 images), ``flowers`` (Flowers-102 test split) and ``places365`` (10,000 of
+the test split's 328,500, a fixed seeded sample, as ATOM App. C) are read through torchvision's dataset
+classes from ``$BENCH_DATA/torchvision/`` (their md5 pins where torchvision has them; ``bench data fetch
+textures flowers places365`` downloads them); the others are manual downloads read from
+``$BENCH_DATA/ood/<name>/`` (any image files, searched recursively), each named with its source in the
+error that reports it missing. Gray sets are repeated over 3 channels;
 resizing is area averaging down, bilinear up (``bench.datasets.oe_sources.to_shape``).
 """
 
@@ -22,6 +26,7 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bench.errors import BadInput
@@ -39,6 +44,7 @@ class OODSet:
     source: str
     size: int | None  # images in the official release (declared for dry runs); None: not fixed
     converted: bool = False  # True: a data set of ``bench data fetch`` (its test split)
+    torchvision: str | None = None  # read by this torchvision.datasets class (see _torchvision_paths)
 
 
 OOD_SETS: dict[str, OODSet] = {
@@ -50,16 +56,29 @@ OOD_SETS: dict[str, OODSet] = {
         OODSet("svhn", "bench data fetch svhn (test split)", 26_032, converted=True),
         OODSet("tinyimagenet", "Tiny ImageNet test images as resized by ODIN (Liang et al. 2018)", 10_000),
         OODSet(
-            "places365", "Places365 (Zhou et al. 2017): 10,000 test images sampled as in ATOM App. C", 10_000
+            "places365",
+            "Places365 (Zhou et al. 2017): 10,000 test images sampled as in ATOM App. C",
+            10_000,
+            torchvision="Places365",
         ),
         OODSet("lsun", "LSUN test images (Yu et al. 2015), as released by ODIN", 10_000),
         OODSet("lsun-crop", "LSUN-crop of ODIN (Liang et al. 2018)", 10_000),
         OODSet("lsun-resize", "LSUN-resize of ODIN (Liang et al. 2018)", 10_000),
         OODSet("isun", "iSUN of ODIN (Xu et al. 2015; Liang et al. 2018)", 8_925),
         OODSet("birds", "CUB-200-2011 test images (Wah et al. 2011)", 5_794),
-        OODSet("flowers", "Oxford Flowers-102 test images (Nilsback and Zisserman 2008)", 6_149),
+        OODSet(
+            "flowers",
+            "Oxford Flowers-102 test images (Nilsback and Zisserman 2008)",
+            6_149,
+            torchvision="Flowers102",
+        ),
         OODSet("coil100", "COIL-100 (Nene et al. 1996)", 7_200),
-        OODSet("textures", "DTD, Describable Textures (Cimpoi et al. 2014), all 5,640 images", 5_640),
+        OODSet(
+            "textures",
+            "DTD, Describable Textures (Cimpoi et al. 2014), all 5,640 images",
+            5_640,
+            torchvision="DTD",
+        ),
     )
 }
 RODEO_TABLE4 = ("mnist", "tinyimagenet", "places365", "lsun", "isun", "birds", "flowers", "coil100")
@@ -81,6 +100,39 @@ def _folder(name: str, root: Path) -> Path:
     return root / OOD_DIR / name
 
 
+TORCHVISION_DIR = "torchvision"
+PLACES_SAMPLE_SEED = 20240  # the fixed 10,000-image sample of Places365's test split (ATOM App. C)
+
+
+def _torchvision_paths(name: str, root: Path, download: bool = False) -> list[Path]:
+    """The image files of a torchvision-backed OOD set, listed by torchvision's own class (``loader=str``
+    makes each item its path); raises what torchvision raises when files are missing or fail their md5."""
+    from torchvision import datasets
+
+    folder = str(root / TORCHVISION_DIR)
+    if name == "textures":  # ATOM App. C: the entire DTD collection (train + val + test of partition 1)
+        parts = [
+            datasets.DTD(folder, split=s, download=download, loader=str) for s in ("train", "val", "test")
+        ]
+    elif name == "flowers":
+        parts = [datasets.Flowers102(folder, split="test", download=download, loader=str)]
+    elif name == "places365":
+        parts = [datasets.Places365(folder, split="test", small=True, download=download, loader=str)]
+    else:  # pragma: no cover - every torchvision set is listed above
+        raise KeyError(name)
+    paths = [Path(part[i][0]) for part in parts for i in range(len(part))]
+    size = OOD_SETS[name].size
+    if name == "places365" and size is not None and len(paths) > size:
+        keep = np.sort(np.random.default_rng(PLACES_SAMPLE_SEED).choice(len(paths), size=size, replace=False))
+        paths = [paths[i] for i in keep]
+    return paths
+
+
+def fetch_ood_set(name: str) -> list[Path]:
+    """``bench data fetch`` for a torchvision-backed OOD set: download (torchvision's md5 checks) and list."""
+    return _torchvision_paths(name, data_root(), download=True)
+
+
 def check_ood_set(name: str, root: str | Path | None = None) -> None:
     """BadInput naming what is missing and where it goes (file listing only)."""
     spec = OOD_SETS[name]
@@ -90,6 +142,20 @@ def check_ood_set(name: str, root: str | Path | None = None) -> None:
 
         module = sources if name in sources.SPECS else torchvision_sets
         module.require_converted(name, root)
+        return
+    if spec.torchvision is not None:
+        try:
+            paths = _torchvision_paths(name, root)
+        except Exception as error:  # RuntimeError / OSError from torchvision: missing or corrupted
+            raise BadInput(
+                f"OOD set {name}: torchvision.datasets.{spec.torchvision} cannot read "
+                f"{root / TORCHVISION_DIR}/ "
+                f"({' '.join(str(error).split())[:120]}); run `bench data fetch {name}` or put "
+                f"{spec.source} there in torchvision's layout"
+            ) from None
+        missing = [path for path in paths if not path.is_file()]
+        if missing:
+            raise BadInput(f"OOD set {name}: {len(missing)} listed image(s) are missing, e.g. {missing[0]}")
         return
     if not _images_in(_folder(name, root), recursive=True):
         raise BadInput(
@@ -117,7 +183,10 @@ def _load(name: str, root: str, shape: tuple[int, int, int]) -> torch.Tensor:
             arrays, _ = torchvision_sets.load_converted(name, root)
             images = torch.from_numpy(arrays["test_images"]).float().div_(255.0)
         return to_shape(images, shape)
-    paths = _images_in(_folder(name, Path(root)), recursive=True)
+    if spec.torchvision is not None:
+        paths = _torchvision_paths(name, Path(root))
+    else:
+        paths = _images_in(_folder(name, Path(root)), recursive=True)
     return to_shape(read_images(paths, shape[-1]), shape)
 
 

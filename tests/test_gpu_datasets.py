@@ -8,6 +8,7 @@ import hashlib
 import pickle
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -350,3 +351,56 @@ def test_folder_ood_sets_load_resized_and_a_missing_one_names_its_folder_and_sou
     assert "cifar10" not in ood_sets.default_suite("cifar10") and "cifar100" in ood_sets.default_suite(
         "cifar10"
     )
+
+
+def write_jpg(path, value: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (40, 36), color=(value, value, value)).save(path)
+
+
+def test_textures_flowers_and_places365_are_read_through_torchvision_in_their_layouts(root, monkeypatch):
+    from bench.datasets import ood_sets
+
+    tv_root = root / "torchvision"
+    # DTD: dtd/dtd/images/<class>/<file>.jpg, dtd/dtd/labels/{train,val,test}1.txt
+    dtd = tv_root / "dtd" / "dtd"
+    for split, value in (("train", 10), ("val", 20), ("test", 30)):
+        write_jpg(dtd / "images" / "banded" / f"{split}.jpg", value)
+        (dtd / "labels").mkdir(parents=True, exist_ok=True)
+        (dtd / "labels" / f"{split}1.txt").write_text(f"banded/{split}.jpg\n")
+    # Flowers-102: flowers-102/jpg/image_%05d.jpg, imagelabels.mat, setid.mat (md5 pins patched)
+    flowers = tv_root / "flowers-102"
+    for image_id in (1, 2, 3):
+        write_jpg(flowers / "jpg" / f"image_{image_id:05d}.jpg", 100 + image_id)
+    scipy.io.savemat(flowers / "imagelabels.mat", {"labels": np.array([[1, 2, 3]])})
+    scipy.io.savemat(flowers / "setid.mat", {"trnid": [[1]], "valid": [[2]], "tstid": [[2, 3]]})
+    pins = {
+        "label": ("imagelabels.mat", md5(flowers / "imagelabels.mat")),
+        "setid": ("setid.mat", md5(flowers / "setid.mat")),
+    }
+    monkeypatch.setattr(tv.Flowers102, "_file_dict", {**tv.Flowers102._file_dict, **pins})
+    # Places365: categories_places365.txt, places365_test.txt, test_256/<file>.jpg (md5 pins patched)
+    (tv_root / "categories_places365.txt").write_text("/a/abbey 0\n/b/bakery 1\n")
+    names = [f"Places365_test_{i:08d}.jpg" for i in range(1, 6)]
+    (tv_root / "places365_test.txt").write_text("".join(f"{n}\n" for n in names))
+    for i, name in enumerate(names):
+        write_jpg(tv_root / "test_256" / name, 200 + i)
+    monkeypatch.setattr(
+        tv.Places365,
+        "_CATEGORIES_META",
+        ("categories_places365.txt", md5(tv_root / "categories_places365.txt")),
+    )
+    test_list = ("places365_test.txt", md5(tv_root / "places365_test.txt"))
+    monkeypatch.setattr(tv.Places365, "_FILE_LIST_META", {**tv.Places365._FILE_LIST_META, "test": test_list})
+    monkeypatch.setitem(ood_sets.OOD_SETS, "places365", replace(ood_sets.OOD_SETS["places365"], size=3))
+
+    suite = dict(ood_sets.ood_suite(0, ("textures", "flowers", "places365"), (3, 32, 32)))
+    gray = {name: sorted((images[:, 0, 0, 0] * 255).round().tolist()) for name, images in suite.items()}
+    assert gray["textures"] == [10.0, 20.0, 30.0]  # all of DTD: train + val + test
+    assert gray["flowers"] == [102.0, 103.0]  # the test split (tstid)
+    assert len(gray["places365"]) == 3 and set(gray["places365"]) <= {200.0, 201.0, 202.0, 203.0, 204.0}
+    again = ood_sets._torchvision_paths("places365", root)
+    assert again == ood_sets._torchvision_paths("places365", root)  # a fixed sample
+    (flowers / "setid.mat").write_bytes(b"corrupted")
+    with pytest.raises(BadInput, match="bench data fetch flowers"):
+        ood_sets.check_ood_set("flowers")
