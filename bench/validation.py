@@ -2,10 +2,11 @@
 
 ``python -m bench.validation --method rodeo --protocol nd --dataset digits --set rodeo.guidance_scale=1000``
 (options: ``--profile``, ``--seeds``, ``--cells``, ``--attacks``, ``--fraction``, ``--outliers``, ``--oe``,
-``--device``, ``--network``, ``--out FILE.csv``).
+``--device``, ``--network``, ``--epochs``, ``--out FILE.csv``).
 
 ``--network NAME`` trains with that network instead of the profile's (every other profile field kept): the
-way a backbone choice is measured (rows say ``profile (network NAME)``).
+way a backbone choice is measured (rows say ``profile (network NAME)``). ``--epochs N`` likewise measures
+training length (rows say ``profile (epochs N)``).
 
 For every cell of the protocol and every seed:
 
@@ -100,6 +101,7 @@ class ValidationSpec:
     oe: str | None = None
     device: str = "cpu"
     network: str | None = None  # None: the profile's
+    epochs: int | None = None  # None: the profile's
 
 
 @dataclass
@@ -232,6 +234,11 @@ def run_validation(spec: ValidationSpec, cache: DetectorCache | None = None, log
             raise BadInput(f"unknown --network {spec.network!r}; accepted: {', '.join(NETWORKS)}")
         profile = with_overrides(profile, network=spec.network)
         profile_label = f"{profile.name} (network {spec.network})"
+    if spec.epochs is not None:
+        if spec.epochs < 1:
+            raise BadInput(f"bad --epochs {spec.epochs}; accepted: an integer >= 1")
+        profile = with_overrides(profile, epochs=spec.epochs)
+        profile_label = f"{profile_label} (epochs {spec.epochs})"
     for name in spec.attacks:
         ATTACKS.get(name)
     method_cls = METHODS.get(spec.method)
@@ -368,6 +375,7 @@ def parse_args(argv: list[str] | None) -> tuple[ValidationSpec, Path | None]:
     parser.add_argument("--oe", default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--network", default=None)
+    parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     spec = ValidationSpec(
@@ -384,6 +392,7 @@ def parse_args(argv: list[str] | None) -> tuple[ValidationSpec, Path | None]:
         oe=args.oe,
         device=args.device,
         network=args.network,
+        epochs=args.epochs,
     )
     return spec, args.out
 

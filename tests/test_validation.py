@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 
 import numpy as np
 import pytest
@@ -125,6 +126,7 @@ def test_bad_input_exits_with_code_2(capsys):
         (["--method", "oe", "--protocol", "nd", "--set", "oe.nope=1"], "unknown --set key"),
         (["--method", "oe", "--protocol", "nd", "--fraction", "1.5"], "--fraction"),
         (["--method", "oe", "--protocol", "nd", "--network", "wrn99"], "unknown --network 'wrn99'"),
+        (["--method", "oe", "--protocol", "nd", "--epochs", "0"], "bad --epochs 0"),
     ]:
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
@@ -137,7 +139,7 @@ def test_network_option_trains_that_network_and_labels_the_rows(tmp_path, monkey
     original = METHODS.get("oe").fit
 
     def spy(self, task, ctx):
-        seen.append(task.profile.network)
+        seen.append(task.profile.network if task.profile.epochs != 2 else "epochs 2")
         return original(self, task, ctx)
 
     monkeypatch.setattr(METHODS.get("oe"), "fit", spy)
@@ -146,3 +148,7 @@ def test_network_option_trains_that_network_and_labels_the_rows(tmp_path, monkey
     )
     rows = run_validation(spec, cache=DetectorCache(tmp_path / "cache"))
     assert seen == ["tiny_cnn"] and {r["profile"] for r in rows} == {"ci (network tiny_cnn)"}
+    seen.clear()
+    spec = dataclasses.replace(spec, network=None, epochs=2)
+    rows = run_validation(spec, cache=DetectorCache(tmp_path / "cache"))
+    assert seen == ["epochs 2"] and {r["profile"] for r in rows} == {"ci (epochs 2)"}
