@@ -55,6 +55,10 @@ ATOM_RECIPE = {
     "oe_batch_size": Setting(128, f"{ATOM_B1}: batch 128 out-of-distribution"),
 }
 ATOM_SVHN = {"epochs": Setting(20, f"{ATOM_B1}: SVHN, 20 epochs, decay at 10, 15, 18 (same fractions)")}
+HIGH_RES_STEM = (
+    "at 224 px the ResNet-18 keeps its CIFAR stem (3x3, stride 1, no max-pool): the ImageNet-stem variant "
+    "is not in bench.methods.networks yet"
+)
 NO_DENSENET = (
     "DenseNet-BC (L=100, k=12), ATOM Table 1's network: not in bench.methods.networks; WRN-40-4 used"
 )
@@ -103,6 +107,7 @@ PAPER_SETTINGS: dict[str, PaperRecipe] = {
             "lr_milestones": Setting((), "RODEO Sec. 5 / Table 9: Adam at lr 0.001, no decay stated"),
         },
         high_res={"network": Setting("resnet18", "RODEO Sec. 5 / Table 9: ResNet-18 for high resolution")},
+        not_expressed=(HIGH_RES_STEM,),
         method={
             "lr": Setting(1e-3, "RODEO Table 9: Adam, lr 0.001"),
             "steps": Setting(10, "RODEO Table 9: PGD-10 adversarial training"),
@@ -124,6 +129,7 @@ PAPER_SETTINGS: dict[str, PaperRecipe] = {
             }
         },
         not_expressed=(
+            HIGH_RES_STEM,
             "Adam at lr 1e-3 (EOE App. G.1): hsc trains with the profile's SGD",
             "EOE's LeNet-style BN networks for CIFAR-10 / (F)MNIST: not in bench.methods.networks; the "
             "paper profile's WRN-40-4 is used",

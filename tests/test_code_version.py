@@ -42,7 +42,8 @@ class _Task:
 
 def _keys(methods: dict) -> dict[str, tuple[str, str]]:
     """(detector key, method_hash) of every method instance, computed now."""
-    plan = SimpleNamespace(methods=methods, profile=get_profile("ci"))
+    profile = get_profile("ci")
+    plan = SimpleNamespace(methods=methods, profile=profile, profile_for=lambda name: profile)
     return {name: (detector_key(name, m, _Task()), method_hash(plan, name)) for name, m in methods.items()}
 
 
