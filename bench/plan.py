@@ -390,12 +390,23 @@ def prepare_dataset(spec: RunSpec):
         declared = getattr(builder, "declared", None)
         if not (spec.dry_run and declared is not None):
             raise
-        dataset = declared()  # labels of the official release, no pixels: counts only
+        dataset = declared()  # labels of the official release, no pixels: counts only (a fresh object)
         dataset.notes["absent"] = str(error)
     dataset = with_oe_source(dataset, spec.oe)
     name = spec.oe or default_oe_name(dataset)
-    if name is not None:
+    if name is None:
+        return dataset
+    try:
         check_oe_source(name)
+    except BadInput as error:
+        needs_oe = [m for m in spec.methods if "oe" in METHODS.get(m).requires]
+        # builders cache their data sets: change a copy, never the shared object
+        if spec.oe is None and not needs_oe:
+            return dataclasses.replace(dataset, oe_source=None)  # a default source not here, unused
+        if not spec.dry_run:
+            raise
+        absent = "; ".join(filter(None, [dataset.notes.get("absent"), str(error)]))
+        return dataclasses.replace(dataset, notes={**dataset.notes, "absent": absent})
     return dataset
 
 

@@ -35,6 +35,7 @@ from bench.errors import BadInput
 from bench.registry import register_dataset
 
 from .base import ImageDataset, default_eps
+from .oe_sources import load_oe_source
 from .ood_sets import check_ood_set, declared_sizes, default_suite, ood_suite
 from .sources import (
     NETWORK_TIMEOUT_S,
@@ -47,6 +48,11 @@ from .sources import (
 )
 
 CONVERSION_VERSION = 1  # bump when the converted arrays or the record change
+# The auxiliary set of OE, ATOM and GReg on CIFAR / SVHN: 80 Million Tiny Images, withdrawn in 2020; the
+# field (GReg Sec. 6.1, ATOM's successors) uses the 300K Random Images of the OE authors instead. A run
+# whose methods need no OE does not need the file (bench.plan.prepare_dataset).
+DEFAULT_OE = "300k-random-images"
+OE_NOTE = "300K Random Images (OE authors), the stand-in for the withdrawn 80 Million Tiny Images"
 TORCHVISION_DIR = "torchvision"  # torchvision's root under $BENCH_DATA
 IMAGE_SHAPE = (3, 32, 32)
 
@@ -377,12 +383,13 @@ def _build(name: str, root: str) -> ImageDataset:
         origin=f"{spec.title}, {spec.licence}: {record['source']['description']}; converted to "
         f"{record['converted']['file']} under {root} (sha256 {record['converted']['sha256'][:16]}...)",
         eps=default_eps(IMAGE_SHAPE[-1]),
+        oe_source=functools.partial(load_oe_source, DEFAULT_OE, shape=IMAGE_SHAPE),
         **_ood_fields(spec),
         notes={
             "licence": f"{spec.title}: {spec.licence}",
             "split": f"official; version {record['split_version']}; {record['counts']['train']} train / "
             f"{record['counts']['test']} test",
-            "oe": "none by default: pass --oe (300k-random-images or tiny-imagenet, the papers' choices)",
+            "oe": f"{DEFAULT_OE}: {OE_NOTE}",
         },
     )
 
@@ -427,6 +434,7 @@ def declared_dataset(name: str) -> ImageDataset:
         split_version=spec.split_version,
         origin=f"{spec.title}: not fetched; counts of the official release (dry run only)",
         eps=default_eps(IMAGE_SHAPE[-1]),
+        oe_source=functools.partial(load_oe_source, DEFAULT_OE, shape=IMAGE_SHAPE),
         **_ood_fields(spec),
     )
 

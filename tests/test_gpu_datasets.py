@@ -316,7 +316,9 @@ def test_the_dry_run_prints_an_estimate_from_a_measured_step_and_writes_nothing(
     )
     assert done.returncode == 0, done.stderr
     assert "estimate: " in done.stdout and "CPU-hours (this CPU; not a GPU figure)" in done.stdout
-    assert "wrn40_4 at 3x32x32 measured on cpu" in done.stdout and "class9" in done.stdout
+    assert (
+        "at 3x32x32 measured on cpu" in done.stdout and "wrn40_4 " in done.stdout and "class9" in done.stdout
+    )
     assert not out.exists() and not (tmp_path / "data").exists()
 
 
@@ -333,13 +335,13 @@ def test_training_passes_count_exposure_and_train_time_attack_steps():
 def test_folder_ood_sets_load_resized_and_a_missing_one_names_its_folder_and_source(root):
     from bench.datasets import ood_sets
 
-    write_png(root / "ood" / "textures" / "banded" / "a.jpg", size=(64, 48), value=30)
-    write_png(root / "ood" / "textures" / "b.png", size=(300, 300), value=60)
-    suite = ood_sets.ood_suite(0, ("textures",), (3, 32, 32))
-    assert [name for name, _ in suite] == ["textures"] and suite[0][1].shape == (2, 3, 32, 32)
+    write_png(root / "ood" / "coil100" / "obj1" / "a.png", size=(64, 48), value=30)
+    write_png(root / "ood" / "coil100" / "b.png", size=(300, 300), value=60)
+    suite = ood_sets.ood_suite(0, ("coil100",), (3, 32, 32))
+    assert [name for name, _ in suite] == ["coil100"] and suite[0][1].shape == (2, 3, 32, 32)
     assert sorted((suite[0][1][:, 0, 0, 0] * 255).round().tolist()) == [30.0, 60.0]
     with pytest.raises(BadInput, match=r"OOD set isun: .*ood/isun/ is missing .*iSUN"):
-        ood_sets.ood_suite(0, ("textures", "isun"), (3, 32, 32))
+        ood_sets.ood_suite(0, ("coil100", "isun"), (3, 32, 32))
     assert ood_sets.default_suite("svhn") == (
         "cifar10",
         "textures",
@@ -404,3 +406,19 @@ def test_textures_flowers_and_places365_are_read_through_torchvision_in_their_la
     (flowers / "setid.mat").write_bytes(b"corrupted")
     with pytest.raises(BadInput, match="bench data fetch flowers"):
         ood_sets.check_ood_set("flowers")
+
+
+def test_the_default_oe_set_is_needed_only_by_methods_that_use_oe(root, monkeypatch):
+    from bench.plan import RunSpec, plan_run
+
+    write_cifar10(root, monkeypatch)
+    torchvision_sets.fetch("cifar10", download=False)
+    plan = plan_run(RunSpec(methods=["msp"], protocol="nd", dataset="cifar10", profile="ci"))
+    assert plan.dataset.oe_source is None  # 300K Random Images absent, and msp needs no OE
+    with pytest.raises(BadInput, match="300k-random-images: expected .*300K_random_images.npy"):
+        plan_run(RunSpec(methods=["msp", "atom"], protocol="nd", dataset="cifar10", profile="ci"))
+    dry = plan_run(RunSpec(methods=["atom"], protocol="nd", dataset="cifar10", profile="ci", dry_run=True))
+    assert "300K_random_images.npy" in dry.dataset.notes["absent"]
+    np.save(root / "300K_random_images.npy", np.zeros((300, 32, 32, 3), dtype=np.uint8))
+    plan = plan_run(RunSpec(methods=["atom"], protocol="nd", dataset="cifar10", profile="ci"))
+    assert plan.dataset.oe_source is not None and "absent" not in plan.dataset.notes
