@@ -403,8 +403,8 @@ def prepare_dataset(spec: RunSpec):
         # builders cache their data sets: change a copy, never the shared object
         if spec.oe is None and not needs_oe:
             return dataclasses.replace(dataset, oe_source=None)  # a default source not here, unused
-        if not spec.dry_run:
-            raise
+        if not (spec.dry_run and "absent" in dataset.notes):
+            raise  # a dry run reports the run's error, unless it plans data not fetched yet
         absent = "; ".join(filter(None, [dataset.notes.get("absent"), str(error)]))
         return dataclasses.replace(dataset, notes={**dataset.notes, "absent": absent})
     return dataset
