@@ -186,3 +186,27 @@ def test_a_dead_worker_is_retried_then_its_units_become_error_rows(tmp_path, ray
         assert failed.status == "error" and len(failed.rows) == 1
         assert failed.rows[0]["reason"].startswith("ray task failed: ")
         assert failed.rows[0]["value"] == "" and failed.rows[0]["grad_evals"] == 0
+
+
+def test_ctrl_c_stops_the_driver_at_once_and_cancels_the_running_tasks(tmp_path, ray_local):
+    """A blocking ``ray.wait`` held off Ctrl-C until a task finished (a reference grid's group takes
+    10 minutes); the bounded wait lets it through, and the tasks in flight are cancelled so that their
+    CPUs come back (on a cluster joined with --address they would otherwise run on)."""
+    import signal
+    import threading
+
+    def sleepy(plan, group, cache_root, threads):
+        time.sleep(60)
+        return []
+
+    plan = plan_run(RunSpec(methods=["msp"], protocol="nd", profile="ci", device="cpu", executor="ray"))
+    timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT))
+    started = time.perf_counter()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        list(_ray_executor(task=sleepy).run(plan, _groups(), DetectorCache(tmp_path / "cache")))
+    assert time.perf_counter() - started < 15  # not the 60 s of the tasks
+    deadline = time.perf_counter() + 20
+    while ray_local.available_resources().get("CPU", 0) < 2 and time.perf_counter() < deadline:
+        time.sleep(0.5)
+    assert ray_local.available_resources().get("CPU", 0) == 2  # both tasks were cancelled

@@ -4,7 +4,8 @@ A task builds its cell, fits the detector (or loads it from the detector cache) 
 attack of the group (``bench.execute.execute_group``); it returns the group's results and writes nothing
 into the run folder. The driver (``bench run``) alone writes results.csv, one unit at a time in the order
 the tasks complete, with the same atomic append as the local executor, so a killed driver loses at most
-the groups in flight and the same command resumes.
+the groups in flight and the same command resumes. Ctrl-C stops the driver within ``WAIT_SECONDS``
+and cancels the tasks still pending or running (``ray.cancel(force=True)``), also on a joined cluster.
 
 Resources: a task asks for one GPU when the cluster has GPUs (``--set executor.gpus_per_task=N`` to
 change it) and ``executor.cpus_per_task`` CPUs (default 1; also its torch threads, except on the
@@ -29,6 +30,7 @@ from bench.execute import Log, UnitResult, execute_group, failed_group, failure_
 from bench.plan import ExecutorSettings, RunPlan, UnitGroup, resolve_device
 
 ENV_PASSED = ("BENCH_CACHE", "BENCH_DATA", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+WAIT_SECONDS = 0.5  # how long the driver waits for a task before it checks for Ctrl-C again
 
 
 def run_unit_group(plan: RunPlan, group: UnitGroup, cache_root: str, threads: int) -> list[UnitResult]:
@@ -90,13 +92,15 @@ class RayExecutor:
         from ray.exceptions import RayError
 
         started_here = self._init(ray)
+        pending: dict = {}
         try:
             remote = ray.remote(self.task).options(max_retries=self.retries, **self.resources(ray))
             plan_ref = ray.put(plan)
             threads = max(1, int(self.settings.cpus_per_task))
             pending = {remote.remote(plan_ref, group, str(cache.root), threads): group for group in groups}
             while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
+                # a bounded wait: a blocking ray.wait holds off Ctrl-C until some task finishes
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_SECONDS)
                 for ref in done:
                     group = pending.pop(ref)
                     try:
@@ -107,6 +111,10 @@ class RayExecutor:
                             log(f"{group.method} {group.cell} seed {group.seed}: {reason}")
                         results = list(failed_group(plan, group, f"ray task failed: {reason}"))
                     yield from results
+        except BaseException:  # Ctrl-C, a failed write in the driver, an abandoned iteration: stop the rest
+            for ref in pending:
+                ray.cancel(ref, force=True)  # on a cluster joined with --address they would run on
+            raise
         finally:
             if started_here:
                 ray.shutdown()
