@@ -601,25 +601,30 @@ def read_record(name: str, root: str | Path | None = None) -> dict[str, Any] | N
         return None
 
 
-def require_converted(name: str, root: str | Path | None = None) -> Path:
-    """Cheap check (no array loading) that ``name`` is converted and current; BadInput naming the missing
-    file and the command that fixes it. Returns the array file."""
-    spec = get_spec(name)
+def check_converted(name: str, root: str | Path | None, version: int, hint: str = "") -> Path:
+    """Cheap check (no array loading) that ``name`` is converted at conversion ``version``; BadInput naming
+    the missing or outdated file and the command that fixes it (``hint`` adds where the sources come
+    from). Returns the array file. Shared by the registry-mirror and the torchvision data sets."""
     npz_path, record_path = converted_paths(name, root)
     for path in (npz_path, record_path):
         if not path.is_file():
             raise BadInput(
-                f"{spec.name}: {path} not found (data root {data_root(root)}, $BENCH_DATA); run "
-                f"`bench data fetch {spec.name}`"
+                f"{name}: {path} not found (data root {data_root(root)}, $BENCH_DATA); run "
+                f"`bench data fetch {name}`{hint}"
             )
     record = read_record(name, root)
-    if record is None or record.get("conversion_version") != CONVERSION_VERSION:
-        found = None if record is None else record.get("conversion_version")
+    found = None if record is None else record.get("conversion_version")
+    if found != version:
         raise BadInput(
-            f"{spec.name}: {record_path} is from conversion version {found}, expected {CONVERSION_VERSION}; "
-            f"run `bench data fetch {spec.name} --force`"
+            f"{name}: {record_path} is from conversion version {found}, expected {version}; "
+            f"run `bench data fetch {name} --force`"
         )
     return npz_path
+
+
+def require_converted(name: str, root: str | Path | None = None) -> Path:
+    """``check_converted`` for MNIST and Fashion-MNIST (this module's specs)."""
+    return check_converted(get_spec(name).name, root, CONVERSION_VERSION)
 
 
 def _is_converted(name: str, root: Path) -> bool:

@@ -41,6 +41,7 @@ from .sources import (
     NETWORK_TIMEOUT_S,
     _short,
     atomic_write,
+    check_converted,
     converted_paths,
     data_root,
     read_record,
@@ -305,20 +306,13 @@ def convert(
 
 
 def require_converted(name: str, root: str | Path | None = None) -> Path:
-    """Cheap check (no array loading); BadInput naming the missing file and the command that fixes it."""
+    """``check_converted`` for the torchvision data sets; the hint names the files and their source."""
     spec = get_spec(name)
-    npz_path, record_path = converted_paths(name, root)
-    for path in (npz_path, record_path):
-        if not path.is_file():
-            raise BadInput(
-                f"{name}: {path} not found (data root {data_root(root)}, $BENCH_DATA); run "
-                f"`bench data fetch {name}` (it downloads {spec.files} from {spec.source}, or reads "
-                f"them from {data_root(root) / TORCHVISION_DIR}/)"
-            )
-    record = read_record(name, root)
-    if record is None or record.get("conversion_version") != CONVERSION_VERSION:
-        raise BadInput(f"{name}: {record_path} is out of date; run `bench data fetch {name} --force`")
-    return npz_path
+    hint = (
+        f" (it downloads {spec.files} from {spec.source}, or reads them from "
+        f"{data_root(root) / TORCHVISION_DIR}/)"
+    )
+    return check_converted(name, root, CONVERSION_VERSION, hint)
 
 
 def is_converted(name: str, root: str | Path | None = None) -> bool:
