@@ -224,14 +224,28 @@ def print_recipes(console, plan) -> None:
     if plan.profile.name != "paper":
         return
     table = Table(title="training recipe per method (paper profile; sources: bench/paper_settings.py)")
-    for column in ("method", "network", "epochs", "batch ID/OE", "lr", "milestones", "method fields"):
+    for column in (
+        "method",
+        "network",
+        "epochs",
+        "batch ID/OE",
+        "optimiser, lr",
+        "schedule",
+        "method fields",
+    ):
         table.add_column(column)
     for name in plan.methods:
         p = plan.profile_for(name)
         own = ", ".join(f"{k}={v}" for k, v in method_defaults(plan.profile.name, name).items()) or "-"
-        milestones = ", ".join(f"{m:.3g}" for m in p.lr_milestones) or "none"
+        if p.lr_schedule == "cosine":
+            schedule = "cosine"
+        else:
+            schedule = (
+                "x0.1 at " + ", ".join(f"{m:.3g}" for m in p.lr_milestones) if p.lr_milestones else "constant"
+            )
+        optimiser = f"{p.optimizer} {p.lr:g}"
         table.add_row(
-            name, p.network, str(p.epochs), f"{p.batch_size}/{p.oe_batch_size}", f"{p.lr:g}", milestones, own
+            name, p.network, str(p.epochs), f"{p.batch_size}/{p.oe_batch_size}", optimiser, schedule, own
         )
     console.print(table)
     for name in plan.methods:

@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from bench.errors import BadInput
 
+OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("step", "cosine")
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -35,6 +38,19 @@ class Profile:
     # at most this many training images per inlier class, a fixed subsample per (split version, class);
     # None: all. It changes the training data, so the task fingerprint (a hash of the images) covers it.
     max_train_per_class: int | None = None
+    # the training loop's optimiser (bench.methods.training): "sgd" (Nesterov when momentum > 0, ATOM
+    # App. B.1) or "adam" (EOE App. G.1); a method that brings its own (RODEO) ignores it
+    optimizer: str = "sgd"
+    # "step": lr x 0.1 at each of lr_milestones; "cosine": annealed to 0 over the run (GReg Sec. 6.1)
+    lr_schedule: str = "step"
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise BadInput(f"profile {self.name}: unknown optimizer {self.optimizer!r}; accepted: sgd, adam")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise BadInput(
+                f"profile {self.name}: unknown lr_schedule {self.lr_schedule!r}; accepted: step, cosine"
+            )
 
     def training_fingerprint(self) -> str:
         """Hash of the fields that change what a method trains (not the attack budgets)."""
@@ -54,6 +70,8 @@ class Profile:
                 "lr_milestones",
                 "oe_pool_size",
                 "grad_clip_norm",
+                "optimizer",
+                "lr_schedule",
             }
         }
         return hashlib.sha256(json.dumps(training, sort_keys=True).encode()).hexdigest()[:12]

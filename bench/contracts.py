@@ -24,7 +24,7 @@ def tensor_fingerprint(*tensors: torch.Tensor | None) -> str:
             continue
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{tuple(t.shape)}{t.dtype}".encode())
-        digest.update(t.numpy().tobytes())
+        digest.update(memoryview(t.numpy()).cast("B"))  # no copy: a memory-mapped pool stays on disk
     return digest.hexdigest()[:16]
 
 

@@ -141,10 +141,15 @@ def fit_detector(
 
 
 def method_task(plan: RunPlan, method_name: str, cell: Cell):
-    """The cell's training task with the method's own profile (the paper profile's recipes)."""
-    if plan.profile_for(method_name) is cell.task.profile:
+    """The cell's training task with the method's own profile (the paper profile's recipes) and, when that
+    profile asks for another OE pool size, its own pool from the data set's OE source."""
+    profile = plan.profile_for(method_name)
+    if profile is cell.task.profile:
         return cell.task
-    return dataclasses.replace(cell.task, profile=plan.profile_for(method_name))
+    task = dataclasses.replace(cell.task, profile=profile)
+    if profile.oe_pool_size != cell.task.profile.oe_pool_size and plan.dataset.oe_source is not None:
+        task.oe = plan.dataset.oe_source(profile.oe_pool_size, task.seed)
+    return task
 
 
 def collect_artifacts(

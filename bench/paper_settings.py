@@ -1,15 +1,17 @@
 """Each method's training recipe on the ``paper`` profile, as its paper (``shared/papers``) gives it.
 
 ``--profile paper`` is not one recipe for all: for each method the plan replaces the profile's training
-fields (network, epochs, batches, SGD settings, lr milestones) by the values below, cited next to each,
+fields (network, epochs, batches, optimiser, lr and its schedule) by the values below, cited next to each,
 and sets the method's own fields' defaults (a ``--set`` still wins). Low resolution (<= 64 px) and high
 resolution get separate entries where the paper separates them; ``by_dataset`` holds per-data-set
-exceptions. The attack budgets stay the profile's (RODEO Sec. 5), for every method alike.
+exceptions. The attack budgets stay the profile's (RODEO Sec. 5), for every method alike. A method whose
+OE pool differs from the run's (ATOM, OE, GReg+: the whole auxiliary set) gets its own pool, drawn from the
+data set's OE source when the method trains (``bench.execute.method_task``).
 
 What a paper does that this harness cannot express yet is listed in ``not_expressed`` and printed by the
-dry run, so a reader sees every deviation: optimiser families other than the shared SGD (where the
-method does not bring its own), networks the harness lacks (DenseNet-BC, EOE's LeNet-BN), pre-trained
-initialisation and cosine schedules.
+dry run, so a reader sees every deviation: pre-trained initialisation, data augmentation, settings a
+paper leaves unstated, papers not in shared/papers. The optimiser (SGD or Adam) and the learning-rate
+schedule (step decay or cosine annealing) are Profile fields like the rest.
 
 Only the paper profile changes: on every other profile each method trains with the profile as it is.
 """
@@ -55,36 +57,59 @@ ATOM_RECIPE = {
     "oe_batch_size": Setting(128, f"{ATOM_B1}: batch 128 out-of-distribution"),
 }
 ATOM_SVHN = {"epochs": Setting(20, f"{ATOM_B1}: SVHN, 20 epochs, decay at 10, 15, 18 (same fractions)")}
-HIGH_RES_STEM = (
-    "at 224 px the ResNet-18 keeps its CIFAR stem (3x3, stride 1, no max-pool): the ImageNet-stem variant "
-    "is not in bench.methods.networks yet"
-)
-NO_DENSENET = (
-    "DenseNet-BC (L=100, k=12), ATOM Table 1's network: not in bench.methods.networks; WRN-40-4 used"
-)
+WHOLE_300K = 300_000  # 300K Random Images, the field's stand-in for 80 Million Tiny Images (withdrawn)
+ATOM_POOL = {
+    "oe_pool_size": Setting(
+        WHOLE_300K,
+        "ATOM App. B.1: N = 400,000 candidates drawn per epoch from the auxiliary set; here the whole 300K "
+        "Random Images (memory-mapped), mined for n = 2 x |train| each epoch",
+    )
+}
+ATOM_KEEP_N = {
+    "short_pool": Setting(
+        "keep_n",
+        "ATOM App. B.1: n = 2 x |train| (100,000 for CIFAR), 'the same amount of outlier data as OE'; the "
+        "300K pool is below N = 400,000, so N = 300,000",
+    )
+}
+# ATOM App. B.1: "For DenseNet, we follow the same setup as in [23], with depth L = 100, growth rate k = 12
+# (Dense-BC) and dropout rate 0"; Table 1 (the published rows) and Tables 2-8, 10-14 use it, App. B.12 /
+# Table 9 repeats them with WRN-40-4
+ATOM_DENSENET = {
+    "network": Setting("densenet_bc100", "ATOM App. B.1 / Table 1: DenseNet-BC, L = 100, k = 12, dropout 0")
+}
 
 EOE_G1 = "EOE App. G.1"
 EOE_HIGH_RES = {
     "network": Setting(
-        "resnet18", f"{EOE_G1}: the WideResNet of Hendrycks et al. 2019b, a ResNet-18 backbone"
+        "resnet18_224", f"{EOE_G1}: the WideResNet of Hendrycks et al. 2019b, a ResNet-18 backbone"
     ),
     "epochs": Setting(150, f"{EOE_G1} (ImageNet): 150 epochs"),
     "lr_milestones": Setting((100 / 150, 125 / 150), f"{EOE_G1} (ImageNet): milestones 100 and 125"),
 }
 
 PAPER_SETTINGS: dict[str, PaperRecipe] = {
-    "atom": PaperRecipe(ATOM_RECIPE, by_dataset={"svhn": ATOM_SVHN}, not_expressed=(NO_DENSENET,)),
-    "ntom": PaperRecipe(ATOM_RECIPE, by_dataset={"svhn": ATOM_SVHN}, not_expressed=(NO_DENSENET,)),
+    "atom": PaperRecipe(
+        {**ATOM_RECIPE, **ATOM_DENSENET, **ATOM_POOL}, by_dataset={"svhn": ATOM_SVHN}, method=ATOM_KEEP_N
+    ),
+    "ntom": PaperRecipe(
+        {**ATOM_RECIPE, **ATOM_DENSENET, **ATOM_POOL}, by_dataset={"svhn": ATOM_SVHN}, method=ATOM_KEEP_N
+    ),
     # ATOM App. B.1 trains its baselines (MSP, OE, ...) with the same recipe ("for all model training")
-    "msp": PaperRecipe(ATOM_RECIPE, by_dataset={"svhn": ATOM_SVHN}, not_expressed=(NO_DENSENET,)),
-    "energy": PaperRecipe(ATOM_RECIPE, by_dataset={"svhn": ATOM_SVHN}, not_expressed=(NO_DENSENET,)),
+    "msp": PaperRecipe({**ATOM_RECIPE, **ATOM_DENSENET}, by_dataset={"svhn": ATOM_SVHN}),
+    "energy": PaperRecipe({**ATOM_RECIPE, **ATOM_DENSENET}, by_dataset={"svhn": ATOM_SVHN}),
     "oe": PaperRecipe(
         {
             **ATOM_RECIPE,
             "network": Setting("wrn40_2", "OE (Hendrycks et al. 2019): WRN-40-2 (not in shared/papers)"),
+            "oe_pool_size": Setting(
+                WHOLE_300K, "OE (Hendrycks et al. 2019): the whole auxiliary set each epoch"
+            ),
+            "lr_schedule": Setting(
+                "cosine", "OE (Hendrycks et al. 2019) public code: cosine annealing of the lr per step"
+            ),
         },
         by_dataset={"svhn": ATOM_SVHN},
-        not_expressed=("OE's own cosine learning-rate schedule: ATOM App. B.1's step decay is used",),
     ),
     "aloe": PaperRecipe(
         ATOM_RECIPE,
@@ -105,9 +130,13 @@ PAPER_SETTINGS: dict[str, PaperRecipe] = {
             ),
             "epochs": Setting(100, "RODEO Sec. 5: trained 100 epochs"),
             "lr_milestones": Setting((), "RODEO Sec. 5 / Table 9: Adam at lr 0.001, no decay stated"),
+            # rodeo builds its own Adam at rodeo.lr (below); these make the profile say the same
+            "optimizer": Setting("adam", "RODEO Sec. 5 / Table 9: Adam"),
+            "lr": Setting(1e-3, "RODEO Table 9: learning rate 0.001"),
         },
-        high_res={"network": Setting("resnet18", "RODEO Sec. 5 / Table 9: ResNet-18 for high resolution")},
-        not_expressed=(HIGH_RES_STEM,),
+        high_res={
+            "network": Setting("resnet18_224", "RODEO Sec. 5 / Table 9: ResNet-18 for high resolution")
+        },
         method={
             "lr": Setting(1e-3, "RODEO Table 9: Adam, lr 0.001"),
             "steps": Setting(10, "RODEO Table 9: PGD-10 adversarial training"),
@@ -116,6 +145,11 @@ PAPER_SETTINGS: dict[str, PaperRecipe] = {
     # EOE App. G.1: Adam, lr 1e-3, batches of 128 normal + 128 OE; CIFAR-10 200 epochs, milestones 100, 150
     "hsc": PaperRecipe(
         {
+            "network": Setting(
+                "lenet_bn32", f"{EOE_G1} (CIFAR-10): LeNet-style, conv 32-64-128 with BN, FC 512-256"
+            ),
+            "optimizer": Setting("adam", f"{EOE_G1}: Adam"),
+            "lr": Setting(1e-3, f"{EOE_G1} (CIFAR-10, ImageNet, MVTec-AD): learning rate 0.001"),
             "epochs": Setting(200, f"{EOE_G1} (CIFAR-10): 200 epochs"),
             "lr_milestones": Setting((0.5, 0.75), f"{EOE_G1} (CIFAR-10): milestones 100 and 150 of 200"),
             "batch_size": Setting(128, f"{EOE_G1}: 128 normal samples per batch"),
@@ -123,24 +157,33 @@ PAPER_SETTINGS: dict[str, PaperRecipe] = {
         },
         high_res=EOE_HIGH_RES,
         by_dataset={
+            # "Fashion-MNIST: a similar setup as CIFAR-10 ... only two convolutional layers with 16 and 32
+            # kernels"; "MNIST: the same setup as on Fashion-MNIST"
+            "fmnist": {"network": Setting("lenet_bn28", f"{EOE_G1} (Fashion-MNIST): conv 16-32")},
+            "mnist": {"network": Setting("lenet_bn28", f"{EOE_G1} (MNIST): as Fashion-MNIST")},
             "mvtec": {
                 "epochs": Setting(300, f"{EOE_G1} (MVTec-AD): 300 epochs"),
                 "lr_milestones": Setting((200 / 300, 250 / 300), f"{EOE_G1} (MVTec-AD): milestones 200, 250"),
-            }
+            },
         },
         not_expressed=(
-            HIGH_RES_STEM,
-            "Adam at lr 1e-3 (EOE App. G.1): hsc trains with the profile's SGD",
-            "EOE's LeNet-style BN networks for CIFAR-10 / (F)MNIST: not in bench.methods.networks; the "
-            "paper profile's WRN-40-4 is used",
+            "data augmentation (EOE App. G.1: color jitter, random crop, flip, Gaussian pixel noise): "
+            "the harness trains on the images as they are",
+            "Adam's weight decay (not stated in EOE App. G.1): the paper profile's 1e-4",
         ),
     ),
     # GReg Sec. 6.1: GReg fine-tunes a pre-trained model 20 epochs (SGD, cosine annealing); GReg+ trains from
     # scratch 50 epochs at lr 0.1, then 10 at 0.01, same optimiser
+    # The pre-trained classifier is the one msp and energy share (ATOM App. B.1's recipe, 100 epochs);
+    # the fine-tuning runs finetune_fraction x 100 = 20 epochs with cosine annealing
     "greg": PaperRecipe(
-        {"epochs": Setting(20, "GReg Sec. 6.1: fine-tune 20 epochs (CIFAR)")},
+        {**ATOM_RECIPE, **ATOM_DENSENET},
+        by_dataset={"svhn": ATOM_SVHN},
+        method={
+            "finetune_fraction": Setting(0.2, "GReg Sec. 6.1: fine-tune 20 epochs (of the classifier's 100)"),
+            "finetune_lr_schedule": Setting("cosine", "GReg Sec. 6.1: SGD with cosine annealing"),
+        },
         not_expressed=(
-            "cosine annealing (GReg Sec. 6.1): the profile's step decay is used",
             "a pre-trained checkpoint: the harness pre-trains the cross-entropy classifier itself",
         ),
     ),
@@ -149,6 +192,9 @@ PAPER_SETTINGS: dict[str, PaperRecipe] = {
             "epochs": Setting(60, "GReg Sec. 6.1: GReg+ 50 epochs at lr 0.1, then 10 at 0.01"),
             "lr": Setting(0.1, "GReg Sec. 6.1: learning rate 0.1"),
             "lr_milestones": Setting((50 / 60,), "GReg Sec. 6.1: lr 0.01 for the last 10 of 60 epochs"),
+            "oe_pool_size": Setting(
+                WHOLE_300K, "GReg Supp. (Sampling Details): the whole 300K set each epoch"
+            ),
         }
     ),
     # EOE App. G.2: SGD with Nesterov momentum, 80 epochs, milestones 50, 60, 70, 75 (the method's own),

@@ -29,6 +29,7 @@ a gray source requested with 3 channels is repeated over them.
 from __future__ import annotations
 
 import functools
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -141,6 +142,41 @@ def _check_random_images(root: Path) -> None:
         )
 
 
+CONVERT_CHUNK = 10_000  # images converted at a time into the memory-mapped float32 copy
+
+
+def _converted_memmap(path: Path, array: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """A float32 (N, *shape) copy of the uint8 NHWC ``array`` in ``<root>/converted/oe/`` (made once, in
+    chunks, then renamed into place; remade when the source's size or mtime changes), opened memory-mapped
+    copy-on-write: pages are read when a batch touches them and nothing is written back."""
+    folder = path.parent / "converted" / "oe"
+    target = folder / f"{path.stem}-{'x'.join(map(str, shape))}.f32.npy"
+    record_path = target.with_suffix(".json")
+    stat = path.stat()
+    source = {"file": path.name, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "shape": list(shape)}
+    try:
+        current = json.loads(record_path.read_text()) == source and target.is_file()
+    except (OSError, ValueError):
+        current = False
+    if not current:
+        folder.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        out = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32, shape=(len(array), *shape))
+        for start in range(0, len(array), CONVERT_CHUNK):
+            chunk = _uint8_nhwc_to_nchw(array[start : start + CONVERT_CHUNK])
+            out[start : start + len(chunk)] = to_shape(chunk, shape).numpy()
+        out.flush()
+        del out
+        os.replace(temporary, target)
+        record_path.write_text(json.dumps(source))
+    mapped = np.load(target, mmap_mode="c", allow_pickle=False)
+    if mapped.dtype != np.float32 or mapped.shape != (len(array), *shape):
+        raise BadInput(
+            f"300k-random-images: {target} is not a float32 {(len(array), *shape)} array; delete it"
+        )
+    return mapped
+
+
 @register_oe_source("300k-random-images", check=_check_random_images)
 def random_images_300k(pool_size: int, seed: int, shape: tuple[int, int, int], root: Path) -> OutlierSource:
     _check_random_images(root)
@@ -151,8 +187,11 @@ def random_images_300k(pool_size: int, seed: int, shape: tuple[int, int, int], r
             f"300k-random-images: {path} holds a {array.dtype} array of shape {array.shape}; "
             "expected uint8 N x 32 x 32 x 3"
         )
-    rows = _draw(np.random.default_rng(seed), len(array), pool_size, str(path))
-    images = to_shape(_uint8_nhwc_to_nchw(array[rows]), shape)
+    if pool_size == len(array):  # the whole set (the paper profile): memory-mapped, no RAM copy
+        images = torch.from_numpy(_converted_memmap(path, array, tuple(shape)))
+    else:
+        rows = _draw(np.random.default_rng(seed), len(array), pool_size, str(path))
+        images = to_shape(_uint8_nhwc_to_nchw(array[rows]), shape)
     origin = (
         f"300K Random Images of the Outlier Exposure authors ({path}, {len(array)} images): {pool_size} "
         f"rows drawn with seed {seed}, resized to {tuple(shape)}. Deviation: replaces 80 Million Tiny "

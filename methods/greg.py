@@ -40,8 +40,9 @@ Our choices where the papers are silent or where this harness differs:
 - GReg+ on CIFAR trains from scratch in the paper; here it fine-tunes like GReg when K >= 2 (the
   authors' README fine-tunes GReg+ from pre-trained weights on ImageNet), because from scratch the
   energy hinges keep the small CNN's cross-entropy at chance on digits (measured).
-- Learning rate = profile lr x ``lr_factor`` (0.1), see the field's comment; the profile's SGD and
-  step decay replace the authors' cosine annealing (GReg) and Adam (GReg+ code).
+- Learning rate = profile lr x ``lr_factor`` (0.1), see the field's comment; optimiser and schedule are
+  the profile's (``--profile paper``: SGD with cosine annealing for GReg, Sec. 6.1; SGD with step decay
+  for GReg+, Sec. 6.1 "the same optimizer", where the authors' code uses Adam).
 - The gradient is taken with respect to the input in pixel units ([0, 1], where attacks operate);
   the authors' code differentiates with respect to the normalised input (a fixed per-channel 1/std
   rescaling of the same vector field).
@@ -64,7 +65,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.config import LR_SCHEDULES
 from bench.contracts import Method, RunContext, TrainTask
+from bench.errors import BadInput
 from bench.methods import training
 from bench.methods.classifier import ClassifierDetector
 from bench.methods.msp import cross_entropy_loss
@@ -268,8 +271,19 @@ class GReg(Method):
     # diverge to NaN within 10 steps on digits; 0.1 is the authors' own step between GReg+'s two
     # CIFAR phases (lr 0.1 -> 0.01, Sec. 6.1) and their README's GReg lr (0.01).
     lr_factor: float = 0.1
+    # The fine-tuning's lr schedule: "" keeps the profile's (its pre-trained classifier is shared with
+    # msp and energy, so the profile's schedule must stay for that); "cosine" is Sec. 6.1's "SGD with
+    # cosine annealing" (``--profile paper``), "step" the profile's milestones.
+    finetune_lr_schedule: str = ""
 
     requires = frozenset({"oe"})
+
+    def __post_init__(self) -> None:
+        if self.finetune_lr_schedule not in ("", *LR_SCHEDULES):
+            raise BadInput(
+                f"unknown greg finetune_lr_schedule {self.finetune_lr_schedule!r}; accepted: '' (the "
+                f"profile's), {', '.join(LR_SCHEDULES)}"
+            )
 
     def recipe(self, task: TrainTask) -> dict:
         return {
@@ -303,6 +317,7 @@ class GReg(Method):
                 lr=profile.lr * self.lr_factor,
                 epochs=max(1, round(profile.epochs * self.finetune_fraction)),
                 min_steps=round(profile.min_steps * self.finetune_fraction),
+                lr_schedule=self.finetune_lr_schedule or profile.lr_schedule,
             )
             network, config, summary = fine_tuned_network(
                 ctx, self.recipe(task), task, replace(task, profile=finetune), loss_fn, sampler

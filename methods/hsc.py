@@ -25,7 +25,8 @@ Our choices where the paper is silent or the harness differs:
   "last layer, just a linear transformation" of App. G.1). The head keeps its bias (the authors'
   networks have none, a Deep SVDD habit against collapse to a constant; the OE term rules out that
   collapse, and a bias only moves the effective centre).
-- Optimiser, epochs and batch sizes come from the profile (SGD); the paper uses Adam, lr 1e-3.
+- Optimiser, lr, epochs and batch sizes come from the profile; ``--profile paper`` gives App. G.1's
+  (Adam, lr 1e-3, EOE's LeNet-BN networks at low resolution: ``bench.paper_settings``).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The one training loop the methods share, and a cache for networks that several methods reuse.
 
 A method supplies a loss ``loss_fn(network, x_in, y_in, x_oe) -> scalar``; the loop supplies the
-profile's optimiser (SGD with Nesterov momentum, as ATOM App. B.1), learning-rate decay, batching of
-inliers and auxiliary outliers, and seeding.
+profile's optimiser (SGD with Nesterov momentum, as ATOM App. B.1, or Adam), learning-rate schedule (step
+decay or cosine annealing), batching of inliers and auxiliary outliers, and seeding.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor | None], 
 # this epoch draws its outlier batches from (ATOM's outlier mining, GReg+'s sampling).
 EpochOutliers = Callable[[nn.Module, int, torch.Tensor], torch.Tensor]
 # Builds the optimiser from the parameters when a method's paper prescribes another one than the
-# profile's SGD (RODEO Table 9: Adam); the profile's learning-rate milestones still apply.
+# profile's (RODEO Table 9: Adam with its own lr); the profile's learning-rate schedule still applies.
 OptimizerFactory = Callable[[Any], torch.optim.Optimizer]
 
 
@@ -47,6 +47,29 @@ def new_network(task: TrainTask, num_outputs: int) -> tuple[Classifier, dict[str
     config = network_config(task, num_outputs)
     torch.manual_seed(task.seed)
     return build_network(**config), config
+
+
+def profile_optimizer(parameters, profile) -> torch.optim.Optimizer:
+    """The profile's optimiser: SGD with Nesterov momentum (ATOM App. B.1) or Adam (EOE App. G.1), both
+    with the profile's lr and L2 weight decay."""
+    if profile.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=profile.lr, weight_decay=profile.weight_decay)
+    return torch.optim.SGD(
+        parameters,
+        lr=profile.lr,
+        momentum=profile.momentum,
+        weight_decay=profile.weight_decay,
+        nesterov=profile.momentum > 0,
+    )
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, profile, total_steps: int):
+    """Stepped once per optimiser step: x0.1 at each of the profile's milestones (fractions of the run),
+    or cosine annealing from the initial lr to 0 over ``total_steps`` (GReg Sec. 6.1; OE's public code)."""
+    if profile.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+    milestones = sorted({max(1, round(f * total_steps)) for f in profile.lr_milestones})
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
 
 
 def train_network(
@@ -78,15 +101,8 @@ def train_network(
     if optimizer_factory is not None:
         optimizer = optimizer_factory(network.parameters())
     else:
-        optimizer = torch.optim.SGD(
-            network.parameters(),
-            lr=profile.lr,
-            momentum=profile.momentum,
-            weight_decay=profile.weight_decay,
-            nesterov=profile.momentum > 0,
-        )
-    milestones = sorted({max(1, round(f * total_steps)) for f in profile.lr_milestones})
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+        optimizer = profile_optimizer(network.parameters(), profile)
+    scheduler = lr_scheduler(optimizer, profile, total_steps)
 
     started = time.perf_counter()
     running_loss = float("nan")

@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import torch
@@ -362,3 +363,62 @@ def test_cli_backbones_list_and_bad_build(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("bench: error: ")
     assert "nonsense" in lines[0] and "accepted: clip, ddpm" in lines[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def _fake_hub_cache(monkeypatch, tmp_path, repo_id: str) -> Path:
+    """An empty snapshot of ``repo_id`` in a private Hugging Face cache (refs/main -> one commit), the
+    layout huggingface_hub writes; returns the snapshot folder."""
+    import huggingface_hub.constants as constants
+
+    cache = tmp_path / "hf-cache"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    return snapshot
+
+
+def test_hub_ddpm_resolves_a_repo_id_in_the_hugging_face_cache(tmp_path, monkeypatch, no_network):
+    unet, scheduler = _tiny_unet_and_scheduler()
+    snapshot = _fake_hub_cache(monkeypatch, tmp_path, "bench-test/tiny-ddpm")
+    unet.save_pretrained(snapshot)  # the flat layout of e.g. google/ddpm-cifar10-32
+    scheduler.save_pretrained(snapshot)
+    monkeypatch.chdir(tmp_path)  # no local folder of that name
+    for spec in ("hub-ddpm:bench-test/tiny-ddpm", "hub-ddpm:bench-test/tiny-ddpm@main"):
+        backbone = load_ddpm(spec)
+        assert backbone.info["folder"] == str(snapshot) and backbone.num_train_timesteps == 100
+    with pytest.raises(
+        BadInput, match="neither a local folder nor in the Hugging Face cache.*snapshot_download"
+    ):
+        load_ddpm("hub-ddpm:bench-test/absent-ddpm")
+
+
+def test_hub_clip_loads_a_pretrained_tag_from_the_hugging_face_cache(
+    tmp_path, monkeypatch, tiny_open_clip_name, no_network
+):
+    import open_clip
+    from open_clip import pretrained
+
+    monkeypatch.setitem(
+        pretrained._PRETRAINED, tiny_open_clip_name, {"tiny": {"hf_hub": "bench-test/tiny-clip/"}}
+    )
+    snapshot = _fake_hub_cache(monkeypatch, tmp_path, "bench-test/tiny-clip")
+    torch.manual_seed(0)
+    original = open_clip.create_model(tiny_open_clip_name).eval()
+    torch.save(original.state_dict(), snapshot / "open_clip_pytorch_model.bin")
+    monkeypatch.chdir(tmp_path)
+    backbone = load_clip(f"hub-clip:{tiny_open_clip_name}@tiny")
+    assert backbone.info["pretrained_tag"] == "tiny"
+    with torch.no_grad():
+        expected = original.encode_text(
+            open_clip.get_tokenizer(tiny_open_clip_name)(["a cat"]), normalize=True
+        )
+        assert torch.allclose(backbone.encode_text(["a cat"]), expected, atol=1e-5)
+    (snapshot / "open_clip_pytorch_model.bin").unlink()
+    with pytest.raises(
+        BadInput, match=r"weights bench-test-tiny-clip@tiny are not in the Hugging Face cache"
+    ):
+        load_clip(f"hub-clip:{tiny_open_clip_name}@tiny")

@@ -249,3 +249,34 @@ def test_backbone_files_of_every_name_form(tmp_path):
     assert folder / "unet/diffusion_pytorch_model.safetensors" in backbone_files(f"hub-ddpm:{folder}")
     assert backbone_files(f"hub-ddpm:{tmp_path / 'absent'}") == []
     assert backbone_files("no-such-backbone") == []
+
+
+def test_hub_specs_name_their_cached_files(tmp_path, monkeypatch):
+    """A pretrained tag's weights and a repo id's snapshot in the HF cache are data files of the method
+    (their digests enter its hash), found without loading anything."""
+    import huggingface_hub.constants as constants
+    from open_clip import pretrained
+
+    from bench.backbones.files import backbone_files
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setitem(pretrained._PRETRAINED, "RN50", {"benchtest": {"hf_hub": "bench-test/clip/"}})
+    commit = "0" * 40
+    for repo, files in (
+        ("clip", ["open_clip_pytorch_model.bin"]),
+        ("ddpm", ["config.json", "diffusion_pytorch_model.bin", "scheduler_config.json"]),
+    ):
+        snapshot = tmp_path / f"models--bench-test--{repo}" / "snapshots" / commit
+        snapshot.mkdir(parents=True)
+        (tmp_path / f"models--bench-test--{repo}" / "refs").mkdir()
+        (tmp_path / f"models--bench-test--{repo}" / "refs" / "main").write_text(commit)
+        for name in files:
+            (snapshot / name).write_text(name)
+    monkeypatch.chdir(tmp_path)
+    assert [p.name for p in backbone_files("hub-clip:RN50@benchtest")] == ["open_clip_pytorch_model.bin"]
+    assert [p.name for p in backbone_files("hub-ddpm:bench-test/ddpm")] == [
+        "config.json",
+        "diffusion_pytorch_model.bin",
+        "scheduler_config.json",
+    ]
+    assert backbone_files("hub-ddpm:bench-test/absent") == [] and backbone_files("hub-clip:RN50@absent") == []

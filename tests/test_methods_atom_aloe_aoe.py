@@ -107,13 +107,31 @@ def test_select_mined_ties_keep_pool_order_and_bad_windows_raise():
         atom.select_mined(SCORES, 0.0, 0)
 
 
-def test_mining_sizes_follow_the_paper_and_scale_to_the_pool():
-    # App. B.1: |train| = 50,000 -> n = 100,000, N = 400,000 (pool large enough)
-    assert atom.mining_sizes(50_000, 10**6, 2.0, 4.0) == (400_000, 100_000)
-    assert atom.mining_sizes(125, 1000, 2.0, 4.0) == (1000, 250)  # nd on digits, ci pool: fits
-    assert atom.mining_sizes(755, 1000, 2.0, 4.0) == (1000, 250)  # osr, ci pool: N = pool, n = N / 4
-    assert atom.mining_sizes(755, 5000, 2.0, 4.0) == (5000, 1250)  # osr, quick pool
+def test_mining_sizes_follow_the_paper_and_a_short_pool_keeps_the_ratio_or_n():
+    # App. B.1: |train| = 50,000 -> n = 100,000, N = 400,000 (pool large enough): both rules agree
+    for rule in atom.SHORT_POOL:
+        assert atom.mining_sizes(50_000, 10**6, 2.0, 4.0, 0.125, rule) == (400_000, 100_000)
+        assert atom.mining_sizes(125, 1000, 2.0, 4.0, 0.125, rule) == (1000, 250)  # digits nd, ci: fits
+    # keep_ratio (default): N = pool, n = N / 4
+    assert atom.mining_sizes(755, 1000, 2.0, 4.0, 0.125) == (1000, 250)  # osr, ci pool
+    assert atom.mining_sizes(755, 5000, 2.0, 4.0, 0.125) == (5000, 1250)  # osr, quick pool
+    assert atom.mining_sizes(2000, 10_000, 2.0, 4.0, 0.125) == (10_000, 2500)  # reference nd on MNIST
     assert atom.mining_sizes(755, 10**5, 2.0, 4.0) == (6040, 1510)
+    # keep_n (paper profile): the whole 300K Random Images, n = 2 x |train| kept
+    assert atom.mining_sizes(50_000, 300_000, 2.0, 4.0, 0.125, "keep_n") == (300_000, 100_000)
+    assert atom.mining_sizes(755, 5000, 2.0, 4.0, 0.125, "keep_n") == (5000, 1510)
+    # osr on digits, ci pool: n = 1,510 does not fit after rank floor(0.125 x 1,000) = 125 -> 875
+    assert atom.mining_sizes(755, 1000, 2.0, 4.0, 0.125, "keep_n") == (1000, 875)
+    assert atom.mining_sizes(755, 1000, 2.0, 4.0, 0.0, "keep_n") == (1000, 1000)
+    for train, pool, q in [(755, 1000, 0.125), (10, 7, 0.5), (50_000, 300_000, 0.6)]:
+        for rule in atom.SHORT_POOL:
+            candidates, n = atom.mining_sizes(train, pool, 2.0, 4.0, q, rule)
+            assert int(q * candidates) + n <= candidates  # select_mined's window always fits
+
+
+def test_an_unknown_short_pool_rule_is_refused():
+    with pytest.raises(BadInput, match="unknown short_pool 'keep_both'; accepted: keep_ratio, keep_n"):
+        ATOM(short_pool="keep_both")
 
 
 class MeanOODNet(nn.Module):
@@ -372,6 +390,8 @@ def test_atom_mines_n_of_n_candidates_every_epoch(cells):
     task = cells["osr"].task
     plan = ATOM().training_plan(task)
     assert plan["recipe"]["mining_candidates"] == 1000 and plan["recipe"]["mining_selected"] == 250
+    keep_n = ATOM(short_pool="keep_n").training_plan(task)["recipe"]  # n = 2 x |train| after rank 125
+    assert keep_n["mining_candidates"] == 1000 and keep_n["mining_selected"] == 875
     assert plan["num_outputs"] == task.num_classes + 1
     network, _ = new_network(task, plan["num_outputs"])
     mined = plan["epoch_outliers"](network.eval(), 0, task.oe.images)

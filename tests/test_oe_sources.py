@@ -191,3 +191,54 @@ def test_natural_patches_wraps_the_existing_source():
     reference = natural_patches.natural_patch_source(30, 2, (1, 8, 8))
     assert source.name == "natural-patches"
     assert torch.equal(source.images, reference.images)
+
+
+def test_the_whole_300k_set_is_memory_mapped_and_equals_the_in_memory_conversion(tmp_path):
+    import numpy as np
+
+    from bench.datasets.oe_sources import RANDOM_IMAGES_FILE, _uint8_nhwc_to_nchw, load_oe_source, to_shape
+
+    array = np.random.default_rng(0).integers(0, 256, size=(50, 32, 32, 3), dtype=np.uint8)
+    np.save(tmp_path / RANDOM_IMAGES_FILE, array)
+    source = load_oe_source("300k-random-images", 50, seed=3, shape=(3, 16, 16), root=tmp_path)
+    expected = to_shape(_uint8_nhwc_to_nchw(array), (3, 16, 16))
+    assert torch.allclose(source.images, expected, atol=1e-6)
+    mapped = tmp_path / "converted" / "oe" / "300K_random_images-3x16x16.f32.npy"
+    assert mapped.is_file() and _file_backed(source.images.data_ptr(), mapped)  # no RAM copy
+    first = mapped.stat().st_mtime_ns
+    again = load_oe_source("300k-random-images", 50, seed=4, shape=(3, 16, 16), root=tmp_path)
+    assert mapped.stat().st_mtime_ns == first and torch.equal(again.images, source.images)  # reused
+    array[0] = 255 - array[0]
+    np.save(tmp_path / RANDOM_IMAGES_FILE, array)  # a changed source: the copy is made again
+    changed = load_oe_source("300k-random-images", 50, seed=3, shape=(3, 16, 16), root=tmp_path)
+    assert not torch.equal(changed.images[0], source.images[0]) and torch.equal(
+        changed.images[1:], source.images[1:]
+    )
+    # a smaller pool still draws rows into memory, as before
+    assert (
+        load_oe_source("300k-random-images", 20, seed=3, shape=(3, 16, 16), root=tmp_path).images.shape[0]
+        == 20
+    )
+
+
+def test_tensor_fingerprint_hashes_the_same_bytes_without_copying():
+    import hashlib
+
+    from bench.contracts import tensor_fingerprint
+
+    t = torch.arange(12, dtype=torch.float32).view(3, 4)
+    digest = hashlib.sha256(f"{tuple(t.shape)}{t.dtype}".encode() + t.numpy().tobytes()).hexdigest()[:16]
+    assert tensor_fingerprint(t) == digest
+    assert tensor_fingerprint(t.t()) != digest  # a transposed (non-contiguous) view is another content
+
+
+def _file_backed(address: int, path) -> bool:
+    """Whether ``address`` lies in a memory mapping of ``path`` (Linux /proc/self/maps)."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if len(fields) >= 6 and fields[-1] == str(path):
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                if start <= address < end:
+                    return True
+    return False

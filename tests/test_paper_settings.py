@@ -8,14 +8,14 @@ from dataclasses import replace
 import pytest
 
 from bench.config import get_profile
-from bench.errors import NotApplicable
+from bench.errors import BadInput, NotApplicable
 from bench.execute import build_cell, fit_detector
 from bench.paper_settings import PAPER_SETTINGS, method_profile
 from bench.plan import RunSpec, method_hash, plan_run
 
 # (method, data set, image size, Profile field, value, where the paper says it)
 PROFILE_ROWS = [
-    ("atom", "cifar10", 32, "network", "wrn40_4", "ATOM App. B.1/B.12"),
+    ("atom", "cifar10", 32, "network", "densenet_bc100", "ATOM App. B.1 / Table 1: DenseNet-BC"),
     ("atom", "cifar10", 32, "epochs", 100, "ATOM App. B.1"),
     ("atom", "cifar10", 32, "lr", 0.1, "ATOM App. B.1"),
     ("atom", "cifar10", 32, "momentum", 0.9, "ATOM App. B.1"),
@@ -25,18 +25,29 @@ PROFILE_ROWS = [
     ("atom", "cifar10", 32, "oe_batch_size", 128, "ATOM App. B.1"),
     ("atom", "svhn", 32, "epochs", 20, "ATOM App. B.1: SVHN 20 epochs"),
     ("msp", "cifar10", 32, "epochs", 100, "ATOM App. B.1: all model training"),
+    ("msp", "cifar10", 32, "network", "densenet_bc100", "ATOM App. B.1: all model training"),
+    ("oe", "cifar10", 32, "lr_schedule", "cosine", "OE public code: cosine annealing"),
+    ("atom", "cifar10", 32, "optimizer", "sgd", "ATOM App. B.1: SGD with Nesterov momentum"),
+    ("atom", "cifar10", 32, "lr_schedule", "step", "ATOM App. B.1: decay by 0.1 at 50, 75, 90"),
     ("oe", "cifar10", 32, "network", "wrn40_2", "OE: WRN-40-2"),
     ("rodeo", "cifar10", 32, "epochs", 100, "RODEO Sec. 5"),
     ("rodeo", "cifar10", 32, "lr_milestones", (), "RODEO Sec. 5: Adam, no decay"),
-    ("rodeo", "mvtec", 224, "network", "resnet18", "RODEO Sec. 5 / Table 9"),
+    ("rodeo", "cifar10", 32, "optimizer", "adam", "RODEO Sec. 5 / Table 9: Adam"),
+    ("rodeo", "mvtec", 224, "network", "resnet18_224", "RODEO Sec. 5 / Table 9"),
     ("hsc", "cifar10", 32, "epochs", 200, "EOE App. G.1 (CIFAR-10)"),
+    ("hsc", "cifar10", 32, "optimizer", "adam", "EOE App. G.1: Adam"),
+    ("hsc", "cifar10", 32, "lr", 1e-3, "EOE App. G.1: learning rate 0.001"),
+    ("hsc", "cifar10", 32, "network", "lenet_bn32", "EOE App. G.1 (CIFAR-10): LeNet-style, 32-64-128"),
+    ("hsc", "fmnist", 28, "network", "lenet_bn28", "EOE App. G.1 (Fashion-MNIST): 16-32"),
+    ("hsc", "mnist", 28, "network", "lenet_bn28", "EOE App. G.1 (MNIST): as Fashion-MNIST"),
+    ("hsc", "imagenet30", 224, "optimizer", "adam", "EOE App. G.1 (ImageNet): Adam"),
     ("hsc", "cifar10", 32, "lr_milestones", (0.5, 0.75), "EOE App. G.1: 100, 150 of 200"),
     ("hsc", "cifar10", 32, "batch_size", 128, "EOE App. G.1"),
     ("hsc", "cifar10", 32, "oe_batch_size", 128, "EOE App. G.1"),
     ("hsc", "imagenet30", 224, "epochs", 150, "EOE App. G.1 (ImageNet)"),
-    ("hsc", "imagenet30", 224, "network", "resnet18", "EOE App. G.1 (ImageNet)"),
+    ("hsc", "imagenet30", 224, "network", "resnet18_224", "EOE App. G.1 (ImageNet)"),
     ("hsc", "mvtec", 224, "epochs", 300, "EOE App. G.1 (MVTec-AD)"),
-    ("greg", "cifar10", 32, "epochs", 20, "GReg Sec. 6.1: fine-tune 20 epochs"),
+    ("greg", "cifar10", 32, "epochs", 100, "GReg Sec. 6.1: the pre-trained classifier (msp's)"),
     ("greg+", "cifar10", 32, "epochs", 60, "GReg Sec. 6.1: 50 + 10 epochs"),
     ("greg+", "cifar10", 32, "lr", 0.1, "GReg Sec. 6.1"),
     ("greg+", "cifar10", 32, "lr_milestones", (50 / 60,), "GReg Sec. 6.1: 0.01 for the last 10"),
@@ -114,3 +125,56 @@ class _NoCache:
 
     def load_detector(self, key, device):
         return None
+
+
+def test_a_method_whose_recipe_asks_for_another_oe_pool_gets_its_own(monkeypatch):
+    from bench import paper_settings
+    from bench.execute import method_task
+
+    atom_recipe = paper_settings.PAPER_SETTINGS["atom"]
+    small = replace(
+        atom_recipe, profile={**atom_recipe.profile, "oe_pool_size": paper_settings.Setting(300, "test")}
+    )
+    monkeypatch.setitem(paper_settings.PAPER_SETTINGS, "atom", small)
+    plan = plan_run(RunSpec(methods=["atom", "msp"], protocol="nd", dataset="digits", profile="paper"))
+    plan.profile = replace(plan.profile, oe_pool_size=200)
+    plan.method_profiles = {name: method_profile(plan.profile, name, 8, "digits") for name in plan.methods}
+    cell = build_cell(plan, "class0", 0)
+    assert len(cell.task.oe.images) == 200
+    assert len(method_task(plan, "atom", cell).oe.images) == 300  # ATOM App. B.1: the whole auxiliary set
+    assert method_task(plan, "msp", cell).oe is cell.task.oe
+
+
+# (method, data set, image size, method field, value, where the paper says it)
+METHOD_ROWS = [
+    ("rodeo", "cifar10", 32, "lr", 1e-3, "RODEO Table 9: Adam, lr 0.001"),
+    ("rodeo", "cifar10", 32, "steps", 10, "RODEO Table 9: PGD-10"),
+    ("atom", "cifar10", 32, "short_pool", "keep_n", "ATOM App. B.1: n = 2 x |train| on the 300K pool"),
+    ("ntom", "cifar10", 32, "short_pool", "keep_n", "ATOM App. B.1: n = 2 x |train| on the 300K pool"),
+    ("greg", "cifar10", 32, "finetune_fraction", 0.2, "GReg Sec. 6.1: 20 epochs of the classifier's 100"),
+    ("greg", "cifar10", 32, "finetune_lr_schedule", "cosine", "GReg Sec. 6.1: cosine annealing"),
+]
+
+
+@pytest.mark.parametrize(("method", "dataset", "size", "key", "value", "source"), METHOD_ROWS)
+def test_the_paper_profile_sets_the_methods_own_fields(method, dataset, size, key, value, source):
+    from bench.paper_settings import PAPER_SETTINGS
+
+    setting = PAPER_SETTINGS[method].method[key]
+    assert setting.value == value, source
+    plan = plan_run(RunSpec(methods=[method], protocol="nd", dataset="digits", profile="paper"))
+    assert getattr(plan.methods[method], key) == value, source
+
+
+def test_greg_pretrains_the_classifier_that_msp_shares_and_fine_tunes_with_cosine_annealing():
+    """The pre-trained model of GReg Sec. 6.1 is msp's classifier (same training fields: one cache entry),
+    fine-tuned 20 epochs with cosine annealing; elsewhere the fine-tuning keeps the profile's schedule."""
+    paper = get_profile("paper")
+    greg, msp = (method_profile(paper, name, 32, "cifar10") for name in ("greg", "msp"))
+    assert greg.training_fingerprint() == msp.training_fingerprint()
+    assert greg.epochs * PAPER_SETTINGS["greg"].method["finetune_fraction"].value == 20
+    from bench.methods.greg import GReg
+
+    assert GReg().finetune_lr_schedule == ""  # ci, quick, reference: the profile's step decay
+    with pytest.raises(BadInput, match="finetune_lr_schedule"):
+        GReg(finetune_lr_schedule="linear")

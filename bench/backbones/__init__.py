@@ -13,13 +13,16 @@ Names:
   (``bench/backbones/weights/<name>.safetensors`` + ``<name>.json``). ``bench backbones build`` (or
   ``python -m bench.backbones.build``) retrains them deterministically on a CPU; ``bench backbones list``
   shows what is there and the metrics measured at build time.
-- ``"hub-clip:<open_clip model name>@<path to a local checkpoint file>"``, e.g.
-  ``"hub-clip:ViT-B-32@/data/clip/open_clip_pytorch_model.bin"``: an architecture that
+- ``"hub-clip:<open_clip model name>@<path to a local checkpoint file or a pretrained tag>"``, e.g.
+  ``"hub-clip:ViT-B-32@/data/clip/open_clip_pytorch_model.bin"`` or ``"hub-clip:ViT-B-16@openai"`` (read
+  from the Hugging Face cache, offline): an architecture that
   ``open_clip.list_models()`` knows, with the weights of a checkpoint file already on disk (a state dict
   saved with ``torch.save`` or safetensors, as open_clip writes and the hub serves them). The model name
   ends at the first ``@``. The tokenizer is the one open_clip pairs with that model (the bundled BPE for
   most models; a HuggingFace tokenizer must already be in the local HF cache).
-- ``"hub-ddpm:<path to a local diffusers folder>"``, e.g. ``"hub-ddpm:/data/ddpm-cifar10-32"``: a folder with
+- ``"hub-ddpm:<path to a local diffusers folder or a hub repo id>"``, e.g.
+  ``"hub-ddpm:/data/ddpm-cifar10-32"`` or ``"hub-ddpm:google/ddpm-cifar10-32"`` (its snapshot in the
+  Hugging Face cache, offline): a folder with
   the UNet (``config.json`` + ``diffusion_pytorch_model.safetensors`` or ``.bin``, as
   ``UNet2DModel.save_pretrained`` writes them, either in the folder itself or in its ``unet/``) and the
   scheduler config (``scheduler/scheduler_config.json`` or ``scheduler_config.json``), the layouts of
@@ -252,7 +255,8 @@ def check_backbone(name: str) -> None:
     else:
         raise BadInput(
             f"unknown backbone {name!r}; accepted: {', '.join(EMBEDDED)}, "
-            f"{HUB_CLIP_PREFIX}<open_clip model name>@<checkpoint file>, {HUB_DDPM_PREFIX}<diffusers folder>"
+            f"{HUB_CLIP_PREFIX}<open_clip model name>@<checkpoint file or tag>, "
+            f"{HUB_DDPM_PREFIX}<diffusers folder or repo id>"
         )
 
 
@@ -273,7 +277,7 @@ def load_clip(
     else:
         raise BadInput(
             f"unknown CLIP backbone {name!r}; accepted: {EMBEDDED_CLIP}, "
-            f"{HUB_CLIP_PREFIX}<open_clip model name>@<path to a local checkpoint file>"
+            f"{HUB_CLIP_PREFIX}<open_clip model name>@<path to a local checkpoint file or a pretrained tag>"
         )
     return backbone.to(device).eval()
 
@@ -295,7 +299,7 @@ def load_ddpm(
     else:
         raise BadInput(
             f"unknown DDPM backbone {name!r}; accepted: {', '.join(EMBEDDED_DDPM_SIZES.values())}, "
-            f"{HUB_DDPM_PREFIX}<path to a local diffusers folder>"
+            f"{HUB_DDPM_PREFIX}<path to a local diffusers folder or a hub repo id>"
         )
     return backbone.to(device).eval()
 
@@ -332,19 +336,19 @@ def list_backbones(weights_dir: str | Path | None = None) -> list[dict]:
         rows.append(row)
     rows.append(
         {
-            "name": f"{HUB_CLIP_PREFIX}<open_clip model name>@<checkpoint file>",
+            "name": f"{HUB_CLIP_PREFIX}<open_clip model name>@<checkpoint file or pretrained tag>",
             "kind": "clip",
             "source": "hub",
-            "file": "a local open_clip checkpoint",
+            "file": "a local open_clip checkpoint, or a tag's weights in the Hugging Face cache",
             "status": "on demand",
         }
     )
     rows.append(
         {
-            "name": f"{HUB_DDPM_PREFIX}<diffusers folder>",
+            "name": f"{HUB_DDPM_PREFIX}<diffusers folder or hub repo id>",
             "kind": "ddpm",
             "source": "hub",
-            "file": "a local diffusers UNet2DModel + DDPMScheduler folder",
+            "file": "a local diffusers UNet2DModel + DDPMScheduler folder, or a repo snapshot (HF cache)",
             "status": "on demand",
         }
     )

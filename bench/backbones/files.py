@@ -6,7 +6,12 @@ do not depend on the code of the backbone loaders and builders.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 from pathlib import Path
+
+from bench.errors import BadInput
 
 EMBEDDED_CLIP = "glyph-clip"
 EMBEDDED_DDPM = "glyph-ddpm"
@@ -21,26 +26,139 @@ UNET_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.
 SCHEDULER_CONFIGS = ("scheduler/scheduler_config.json", "scheduler_config.json")
 
 
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
+@contextlib.contextmanager
+def offline():
+    """HF_HUB_OFFLINE=1 (and friends) for the duration, restored afterwards."""
+    saved = {name: os.environ.get(name) for name in OFFLINE_VARIABLES}
+    constants = None
+    with contextlib.suppress(ImportError):
+        import huggingface_hub.constants as constants
+    saved_constant = getattr(constants, "HF_HUB_OFFLINE", None)
+    try:
+        for name in OFFLINE_VARIABLES:
+            os.environ[name] = "1"
+        if constants is not None:
+            constants.HF_HUB_OFFLINE = True
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if constants is not None:
+            constants.HF_HUB_OFFLINE = saved_constant
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300]
+
+
+def _pretrained_tag(model_name: str, checkpoint: Path) -> str | None:
+    """The open_clip pretrained tag that ``checkpoint`` names (no such file exists), else None."""
+    import open_clip
+
+    tag = str(checkpoint)
+    if checkpoint.exists() or tag not in open_clip.list_pretrained_tags_by_model(model_name):
+        return None
+    return tag
+
+
+def _cached_clip_weights(model_name: str, tag: str) -> str:
+    """The path of the tag's weights in the Hugging Face cache (open_clip's own lookup, offline)."""
+    import open_clip
+    from open_clip.pretrained import download_pretrained
+
+    cfg = open_clip.get_pretrained_cfg(model_name, tag)
+    with offline():
+        try:
+            path = download_pretrained(cfg)
+        except Exception as error:  # FileNotFoundError / LocalEntryNotFoundError: not in the cache
+            raise BadInput(
+                f"open_clip weights {model_name}@{tag} are not in the Hugging Face cache ({_hf_cache()}; "
+                f'{_one_line(error)[:120]}); on a machine with network run `python -c "import open_clip; '
+                f"open_clip.create_model('{model_name}', pretrained='{tag}')\"` and copy the cache here"
+            ) from None
+    if not path or not Path(path).is_file():
+        raise BadInput(f"open_clip weights {model_name}@{tag}: no cached file ({_hf_cache()})")
+    return path
+
+
+def _hf_cache() -> str:
+    import huggingface_hub.constants as constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w.-]+)?$")
+
+
+def _hub_ddpm_folder(spec: str) -> Path:
+    """The local folder of a hub DDPM spec: the path itself, or a repo id's snapshot in the HF cache."""
+    body = spec[len(HUB_DDPM_PREFIX) :]
+    folder = Path(body).expanduser()
+    if not body.strip():
+        raise BadInput(
+            f"bad hub DDPM spec {spec!r}; accepted: {HUB_DDPM_PREFIX}<path to a local diffusers folder> or "
+            f"{HUB_DDPM_PREFIX}<hub repo id>[@revision]"
+        )
+    if folder.exists() or not REPO_ID.match(body):
+        return folder
+    from huggingface_hub import snapshot_download
+
+    repo_id, _, revision = body.partition("@")
+    with offline():
+        try:
+            return Path(snapshot_download(repo_id, revision=revision or None, local_files_only=True))
+        except Exception as error:  # LocalEntryNotFoundError and friends: not cached
+            raise BadInput(
+                f"hub DDPM {body} is neither a local folder nor in the Hugging Face cache ({_hf_cache()}; "
+                f'{type(error).__name__}); on a machine with network run `python -c "from huggingface_hub '
+                f"import snapshot_download; snapshot_download('{repo_id}')\"` and copy the cache here"
+            ) from None
+
+
 def _first_file(*candidates: Path) -> list[Path]:
     return next(([path] for path in candidates if path.is_file()), [])
+
+
+def _cached(resolve) -> list[Path]:
+    """``resolve()`` (hub files in the HF cache), or [] when they are not there (the loader says why)."""
+    from bench.errors import BadInput
+
+    try:
+        return resolve()
+    except (BadInput, TypeError, KeyError):
+        return []
 
 
 def backbone_files(name: str) -> list[Path]:
     """The files that loading backbone ``name`` reads, as far as they exist (none for an unknown name).
 
-    Embedded: ``weights/<name>.safetensors`` and ``.json``. ``hub-clip:<model>@<file>``: the checkpoint
-    file. ``hub-ddpm:<folder>``: the UNet's ``config.json`` and weights (``unet/`` or the folder itself)
-    and the scheduler config, the ones ``bench.backbones.hub`` loads.
+    Embedded: ``weights/<name>.safetensors`` and ``.json``. ``hub-clip:<model>@<file | tag>``: the
+    checkpoint file (a tag's file in the HF cache). ``hub-ddpm:<folder | repo id>``: the UNet's
+    ``config.json`` and weights (``unet/`` or the folder itself) and the scheduler config, the ones
+    ``bench.backbones.hub`` loads.
     """
     if not isinstance(name, str):
         return []
     if name in EMBEDDED:
         candidates = [WEIGHTS_DIR / f"{name}.safetensors", WEIGHTS_DIR / f"{name}.json"]
     elif name.startswith(HUB_CLIP_PREFIX):
-        _, at, checkpoint = name[len(HUB_CLIP_PREFIX) :].partition("@")  # the model name ends at the first @
+        # the model name ends at the first @; a pretrained tag stands for its weights in the HF cache
+        model, at, checkpoint = name[len(HUB_CLIP_PREFIX) :].partition("@")
         candidates = [Path(checkpoint).expanduser()] if at and checkpoint else []
+        tag = _cached(lambda: [_pretrained_tag(model, candidates[0])]) if candidates else []
+        if tag and tag[0] is not None:
+            candidates = _cached(lambda: [Path(_cached_clip_weights(model, tag[0]))])
     elif name.startswith(HUB_DDPM_PREFIX) and name != HUB_DDPM_PREFIX:
-        folder = Path(name[len(HUB_DDPM_PREFIX) :]).expanduser()
+        folder = _cached(lambda: [_hub_ddpm_folder(name)])
+        if not folder:
+            return []
+        folder = folder[0]
         unet = folder / "unet" if (folder / "unet" / "config.json").is_file() else folder
         return [
             *_first_file(unet / "config.json"),

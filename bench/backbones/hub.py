@@ -1,12 +1,16 @@
 """Real (hub) backbones from files already on disk; nothing here touches the network.
 
-- ``hub-clip:<open_clip model name>@<path to a local checkpoint file>``: ``open_clip.create_model(name,
-  pretrained=<path>)`` builds the architecture that ``open_clip.list_models()`` knows under ``name`` and
-  loads the checkpoint (a state dict saved with ``torch.save``, optionally under a ``state_dict`` key, or a
-  safetensors file). The model name ends at the first ``@``; the path may contain ``@``. Preprocessing
-  (input size, mean, std) comes from open_clip's config of the model; the tokenizer from
-  ``open_clip.get_tokenizer(name)`` (the bundled BPE for most models).
-- ``hub-ddpm:<path to a local diffusers folder>``: the UNet from ``<folder>/unet/`` if that holds a
+- ``hub-clip:<open_clip model name>@<path to a local checkpoint file | pretrained tag>``:
+  ``open_clip.create_model(name, pretrained=<path or tag>)`` builds the architecture that
+  ``open_clip.list_models()`` knows under ``name`` and loads the checkpoint (a state dict saved with
+  ``torch.save``, optionally under a ``state_dict`` key, or a safetensors file). A tag of
+  ``open_clip.list_pretrained_tags_by_model(name)`` (e.g. ``ViT-B-16@openai``) is read from the Hugging
+  Face cache (``$HF_HUB_CACHE``) where open_clip puts it, offline. The model name ends at the first ``@``;
+  the path may contain ``@``. Preprocessing (input size, mean, std) comes from open_clip's config of the
+  model; the tokenizer from ``open_clip.get_tokenizer(name)`` (the bundled BPE for most models).
+- ``hub-ddpm:<path to a local diffusers folder | hub repo id[@revision]>``: a repo id (``org/name``, e.g.
+  ``google/ddpm-cifar10-32``, when no such local folder exists) is resolved to its snapshot folder in the
+  Hugging Face cache, offline. The UNet comes from ``<folder>/unet/`` if that holds a
   ``config.json``, else from ``<folder>`` itself (``config.json`` + ``diffusion_pytorch_model.safetensors``
   or ``.bin``, as ``UNet2DModel.save_pretrained`` writes them); the scheduler config from
   ``<folder>/scheduler/scheduler_config.json`` or ``<folder>/scheduler_config.json``, read into a
@@ -19,50 +23,26 @@ files to put where.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from pathlib import Path
 
 import torch
 
-from bench.backbones import HUB_CLIP_PREFIX, HUB_DDPM_PREFIX, ClipBackbone, DiffusionBackbone
+from bench.backbones import HUB_CLIP_PREFIX, ClipBackbone, DiffusionBackbone
+from bench.backbones.files import (
+    _cached_clip_weights,
+    _hub_ddpm_folder,
+    _one_line,
+    _pretrained_tag,
+    offline,
+)
 from bench.errors import BadInput
 
-OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
 UNET_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 DDPM_LAYOUT = (
     "put config.json + diffusion_pytorch_model.safetensors (diffusers UNet2DModel.save_pretrained) "
     "and scheduler/scheduler_config.json there"
 )
-
-
-@contextlib.contextmanager
-def offline():
-    """HF_HUB_OFFLINE=1 (and friends) for the duration, restored afterwards."""
-    saved = {name: os.environ.get(name) for name in OFFLINE_VARIABLES}
-    constants = None
-    with contextlib.suppress(ImportError):
-        import huggingface_hub.constants as constants
-    saved_constant = getattr(constants, "HF_HUB_OFFLINE", None)
-    try:
-        for name in OFFLINE_VARIABLES:
-            os.environ[name] = "1"
-        if constants is not None:
-            constants.HF_HUB_OFFLINE = True
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        if constants is not None:
-            constants.HF_HUB_OFFLINE = saved_constant
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())[:300]
 
 
 def parse_hub_clip(spec: str) -> tuple[str, Path]:
@@ -71,7 +51,8 @@ def parse_hub_clip(spec: str) -> tuple[str, Path]:
     if not at or not model_name or not checkpoint:
         raise BadInput(
             f"bad hub CLIP spec {spec!r}; accepted: {HUB_CLIP_PREFIX}<open_clip model name>@<path to a local "
-            "checkpoint file>, e.g. hub-clip:ViT-B-32@/data/open_clip_pytorch_model.bin"
+            "checkpoint file or a pretrained tag>, e.g. hub-clip:ViT-B-32@/data/open_clip_pytorch_model.bin "
+            "or hub-clip:ViT-B-16@openai"
         )
     return model_name, Path(checkpoint).expanduser()
 
@@ -84,24 +65,18 @@ def _missing_clip_checkpoint(model_name: str, checkpoint: Path) -> BadInput:
 
 
 def check_hub_clip(spec: str) -> None:
-    """The spec parses and its checkpoint file exists (BadInput otherwise); loads nothing."""
+    """The spec parses and its checkpoint file exists, or its pretrained tag is cached (BadInput
+    otherwise); loads nothing."""
     model_name, checkpoint = parse_hub_clip(spec)
-    if not checkpoint.is_file():
+    if _pretrained_tag(model_name, checkpoint) is not None:
+        _cached_clip_weights(model_name, str(checkpoint))
+    elif not checkpoint.is_file():
         raise _missing_clip_checkpoint(model_name, checkpoint)
 
 
 def check_hub_ddpm(spec: str) -> None:
     """The folder holds a UNet config, UNet weights and a scheduler config (BadInput otherwise)."""
     _ddpm_files(_hub_ddpm_folder(spec))
-
-
-def _hub_ddpm_folder(spec: str) -> Path:
-    folder = Path(spec[len(HUB_DDPM_PREFIX) :]).expanduser()
-    if not str(folder).strip() or spec == HUB_DDPM_PREFIX:
-        raise BadInput(
-            f"bad hub DDPM spec {spec!r}; accepted: {HUB_DDPM_PREFIX}<path to a local diffusers folder>"
-        )
-    return folder
 
 
 def load_hub_clip(spec: str) -> ClipBackbone:
@@ -116,11 +91,14 @@ def load_hub_clip(spec: str) -> ClipBackbone:
             f"unknown open_clip model {model_name!r} in {spec!r}; accepted: a name in "
             f"open_clip.list_models() (e.g. {examples})"
         )
-    if not checkpoint.is_file():
+    tag = _pretrained_tag(model_name, checkpoint)
+    if tag is not None:
+        _cached_clip_weights(model_name, tag)
+    elif not checkpoint.is_file():
         raise _missing_clip_checkpoint(model_name, checkpoint)
     with offline():
         try:
-            model = open_clip.create_model(model_name, pretrained=str(checkpoint), device="cpu")
+            model = open_clip.create_model(model_name, pretrained=tag or str(checkpoint), device="cpu")
         except (RuntimeError, KeyError, ValueError, OSError) as error:
             raise BadInput(
                 f"hub CLIP checkpoint {checkpoint} does not load into open_clip model {model_name}: "
@@ -147,7 +125,7 @@ def load_hub_clip(spec: str) -> ClipBackbone:
         std=tuple(preprocess["std"]),
         embed_dim=int(embed_dim),
         source="hub",
-        info={"model_name": model_name, "checkpoint": str(checkpoint)},
+        info={"model_name": model_name, "checkpoint": str(checkpoint), "pretrained_tag": tag},
     )
 
 
