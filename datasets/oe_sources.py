@@ -16,6 +16,10 @@ data root, ``root`` or else ``$BENCH_DATA`` or else ``~/.cache/bench/data``; a m
 - ``tiny-imagenet``: ``<root>/tiny-imagenet-200/train/<wnid>/images/*.JPEG`` (the official release,
   200 classes x 500 images of 64 x 64), read with PIL; paths are listed and sampled first, and only
   the ``pool_size`` drawn images are decoded. ALOE and ATD use it as OE (RODEO Fig. 1).
+- ``imagenet-rc``: ``<root>/imagenet64/train_data_batch_{1..10}.npz``, the Downsampled ImageNet 64x64
+  training set in npz form (Chrabaszcz et al. 2017), read with ``allow_pickle=False``, one batch at a
+  time; each drawn image is cropped to 32 x 32 at a random place after a padding of 4 (ATOM App. B.1's
+  ImageNet-RC, the alternative auxiliary set of ATOM Table 8).
 - ``gaussian-noise``: i.i.d. N(0.5, 1) per pixel, clipped to [0, 1] (the isotropic Gaussian noise
   images of the Outlier Exposure paper's noise baselines, Hendrycks et al. 2019).
 - ``uniform-noise``: i.i.d. U[0, 1] per pixel.
@@ -245,6 +249,82 @@ def tiny_imagenet(pool_size: int, seed: int, shape: tuple[int, int, int], root: 
         f"{seed}, read with PIL, resized to {tuple(shape)}"
     )
     return OutlierSource(name="tiny-imagenet", images=images, origin=origin)
+
+
+IMAGENET64_DIR = "imagenet64"
+IMAGENET64_SIDE = 64
+IMAGENET_RC_CROP, IMAGENET_RC_PADDING = 32, 4  # ATOM App. B.1: 32 x 32 crops with a padding of 4
+
+
+def _imagenet64_batches(root: Path) -> list[Path]:
+    """The batch files in numeric order (batch_2 before batch_10)."""
+    found = (Path(root) / IMAGENET64_DIR).glob("train_data_batch_*.npz")
+    return sorted((p for p in found if p.stem.rpartition("_")[2].isdigit()), key=lambda p: int(p.stem[17:]))
+
+
+def _check_imagenet64(root: Path) -> None:
+    if not _imagenet64_batches(root):
+        folder = Path(root) / IMAGENET64_DIR
+        raise BadInput(
+            f"imagenet-rc: expected {folder}/train_data_batch_1.npz ... train_data_batch_10.npz, the "
+            "Downsampled ImageNet 64x64 training set in npz form (Chrabaszcz et al. 2017; image-net.org, "
+            f"Imagenet64_train_part1_npz.zip and part2); unzip both under {folder} (or set BENCH_DATA)"
+        )
+
+
+def _batch_rows(path: Path) -> int:
+    """Rows of the ``data`` array of one batch, read from its npy header (the array is not loaded)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive, archive.open("data.npy") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
+        shape, _, _ = read_header(handle)
+    return int(shape[0])
+
+
+def random_crops(images: torch.Tensor, size: int, padding: int, rng: np.random.Generator) -> torch.Tensor:
+    """One ``size`` x ``size`` window per image of the zero-padded images, at a position drawn from
+    ``rng`` (torchvision's ``RandomCrop(size, padding)``, drawn once per image)."""
+    padded = F.pad(images, (padding,) * 4)
+    span = padded.shape[-1] - size + 1
+    tops, lefts = rng.integers(0, span, size=len(images)), rng.integers(0, span, size=len(images))
+    rows = torch.as_tensor(tops)[:, None] + torch.arange(size)[None, :]  # (N, size)
+    cols = torch.as_tensor(lefts)[:, None] + torch.arange(size)[None, :]
+    index = torch.arange(len(images))[:, None, None, None]
+    channel = torch.arange(images.shape[1])[None, :, None, None]
+    return padded[index, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+@register_oe_source("imagenet-rc", check=_check_imagenet64)
+def imagenet_rc(pool_size: int, seed: int, shape: tuple[int, int, int], root: Path) -> OutlierSource:
+    """ATOM App. B.1's ImageNet-RC: Downsampled ImageNet 64x64 (1,281,167 images), randomly cropped to
+    32 x 32 with a padding of 4. Each batch's ``data`` is (N, 3 x 64 x 64) uint8, channel-major."""
+    _check_imagenet64(root)
+    batches = _imagenet64_batches(root)
+    sizes = [_batch_rows(path) for path in batches]
+    rng = np.random.default_rng(seed)
+    chosen = _draw(rng, sum(sizes), pool_size, str(Path(root) / IMAGENET64_DIR))
+    parts, start = [], 0
+    for path, size in zip(batches, sizes, strict=True):
+        rows = chosen[(chosen >= start) & (chosen < start + size)] - start
+        if len(rows):
+            with np.load(path, allow_pickle=False) as archive:  # one batch in memory at a time
+                data = archive["data"]
+                parts.append(torch.from_numpy(np.ascontiguousarray(data[rows])))
+        start += size
+    side = IMAGENET64_SIDE
+    images = torch.cat(parts).view(-1, 3, side, side).to(torch.float32) / 255.0
+    images = to_shape(random_crops(images, IMAGENET_RC_CROP, IMAGENET_RC_PADDING, rng), shape)
+    origin = (
+        f"ImageNet-RC (ATOM App. B.1): Downsampled ImageNet 64x64 ({Path(root) / IMAGENET64_DIR}, "
+        f"{len(batches)} batches, {sum(sizes)} images): {pool_size} drawn with seed {seed}, each cropped "
+        f"once to 32 x 32 at a random place after a padding of 4, resized to {tuple(shape)}. Deviation: "
+        "the paper crops anew at every epoch; here the crops are fixed with the pool"
+    )
+    return OutlierSource(name="imagenet-rc", images=images, origin=origin)
 
 
 @register_oe_source("gaussian-noise")

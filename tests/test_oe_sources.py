@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from bench.datasets import natural_patches, oe_sources
-from bench.datasets.oe_sources import list_oe_sources, load_oe_source
+from bench.datasets.oe_sources import check_oe_source, list_oe_sources, load_oe_source, random_crops
 from bench.errors import BadInput
 
 N_FAKE = 50
@@ -242,3 +242,56 @@ def _file_backed(address: int, path) -> bool:
                 if start <= address < end:
                     return True
     return False
+
+
+def _imagenet64_root(tmp_path, sizes=(5, 7)):
+    """Batches in the Downsampled ImageNet npz form: ``data`` (N, 3 x 64 x 64) uint8, channel-major, plus
+    ``labels`` and ``mean``. Every pixel of image k (counted over all batches) is 10 + k, so a crop shows
+    which image it came from."""
+    folder = tmp_path / "imagenet64"
+    folder.mkdir(parents=True)
+    start = 0
+    for number, size in enumerate(sizes, start=1):
+        values = np.arange(start, start + size, dtype=np.uint8) + 10
+        data = np.repeat(values[:, None], 3 * 64 * 64, axis=1)
+        np.savez(folder / f"train_data_batch_{number}.npz", data=data, labels=np.ones(size), mean=np.zeros(3))
+        start += size
+    return tmp_path
+
+
+def test_imagenet_rc_draws_across_batches_and_crops_32_with_padding_4(tmp_path):
+    root = _imagenet64_root(tmp_path)
+    source = load_oe_source("imagenet-rc", 8, seed=1, shape=(3, 32, 32), root=root)
+    assert source.name == "imagenet-rc" and source.images.shape == (8, 3, 32, 32)
+    assert "ATOM App. B.1" in source.origin and "12 images" in source.origin
+    seen = set()
+    for image in source.images:
+        values = torch.unique((image * 255).round())
+        inside = values[values > 0]
+        assert len(inside) == 1  # one source image (and, at most, the zero padding)
+        seen.add(int(inside) - 10)
+        # a crop within [0, 72 - 32] of the 72-pixel padded image: at most 4 padded rows / columns
+        rows_zero = (image == 0).all(dim=0).all(dim=1).sum()
+        assert rows_zero <= 4
+    assert len(seen) == 8 and seen <= set(range(12)) and seen & set(range(5)) and seen & set(range(5, 12))
+    again = load_oe_source("imagenet-rc", 8, seed=1, shape=(3, 32, 32), root=root)
+    assert torch.equal(source.images, again.images)
+    other = load_oe_source("imagenet-rc", 8, seed=2, shape=(1, 28, 28), root=root)
+    assert other.images.shape == (8, 1, 28, 28)
+
+
+def test_random_crops_are_windows_of_the_padded_image():
+    images = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6)
+    crops = random_crops(images, 4, 1, np.random.default_rng(0))
+    padded = torch.nn.functional.pad(images, (1, 1, 1, 1))
+    for crop, full in zip(crops, padded, strict=True):
+        windows = [full[:, r : r + 4, c : c + 4] for r in range(5) for c in range(5)]
+        assert any(torch.equal(crop, w) for w in windows)
+
+
+def test_imagenet_rc_missing_files_or_too_small_pool_is_bad_input(tmp_path):
+    with pytest.raises(BadInput, match=r"imagenet-rc: expected .*imagenet64/train_data_batch_1.npz"):
+        check_oe_source("imagenet-rc", tmp_path)
+    root = _imagenet64_root(tmp_path / "data")
+    with pytest.raises(BadInput, match="holds 12 images, fewer than the requested pool of 13"):
+        load_oe_source("imagenet-rc", 13, seed=0, shape=(3, 32, 32), root=root)
