@@ -16,7 +16,7 @@ import click
 
 from bench.errors import BadInput
 
-MULTI_VALUE_OPTIONS = ("--methods", "--attacks", "--seeds")
+MULTI_VALUE_OPTIONS = ("--methods", "--attacks", "--seeds", "--cells")
 LISTABLE = ("methods", "datasets", "attacks", "protocols", "profiles", "oe-sources")
 
 
@@ -56,6 +56,12 @@ def cli() -> None:
 @click.option("--attacks", "attacks", multiple=True, help="Attack names (default: every registered attack).")
 @click.option("--profile", default="quick", show_default=True, help="quick, reference, paper or ci.")
 @click.option("--seeds", "seeds", multiple=True, default=("0",), show_default=True, help="One or more seeds.")
+@click.option(
+    "--cells",
+    "cells",
+    multiple=True,
+    help="Only these cells, e.g. class0 class3 (default: all); the same command without it adds the rest.",
+)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="e.g. --set oe.lam=1.0")
@@ -82,6 +88,7 @@ def run_command(
     attacks,
     profile,
     seeds,
+    cells,
     out,
     device,
     settings,
@@ -113,6 +120,7 @@ def run_command(
         attacks=list(attacks) or None,
         profile=profile,
         seeds=parsed_seeds,
+        cells=list(cells) or None,
         out=out,
         device=device,
         settings=list(settings),
@@ -149,7 +157,11 @@ def print_dry_run(plan) -> None:
     console = Console()
     dataset = plan.dataset
     protocol = PROTOCOLS.get(plan.spec.protocol)()
-    sizes = protocol.cell_sizes(dataset, plan.profile)
+    sizes = [
+        s
+        for s in protocol.cell_sizes(dataset, plan.profile)
+        if plan.spec.cells is None or s[0] in plan.spec.cells
+    ]
     cap = plan.profile.max_eval_per_side
     grid = Table(
         title=f"run {plan.run_id}: {len(sizes)} cells x {len(plan.spec.seeds)} seed(s) x {len(plan.methods)} "

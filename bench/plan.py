@@ -86,6 +86,9 @@ class RunSpec:
     address: str | None = None  # ray: "auto" or HOST:PORT of a running cluster; None: start one here
     retries: int = 2  # ray: times a unit group whose worker died is retried before it becomes error rows
     dry_run: bool = False  # a data set not yet fetched is planned from its declared counts (if it has them)
+    # Compute only these cells of the grid (None: all). A selection, not part of the run's configuration:
+    # the same command without --cells later computes the rest into the same --out.
+    cells: list[str] | None = None
 
     def run_settings(self) -> list[str]:
         """The --set values that define the run (the executor's do not: a run resumes on any executor)."""
@@ -358,6 +361,7 @@ def plan_run(spec: RunSpec) -> RunPlan:
             "accepted: the same command that started it, or a new --out"
         )
     plan.dataset = prepare_dataset(spec)
+    check_cells(spec, plan)
     size = plan.dataset.image_shape[-1]
     plan.method_profiles = {name: method_profile(profile, name, size, spec.dataset) for name in methods}
     for name, method in methods.items():
@@ -494,14 +498,33 @@ def stale_units(plan: RunPlan) -> list[Unit]:
     return stale
 
 
+def check_cells(spec: RunSpec, plan: RunPlan) -> None:
+    """``--cells`` must name distinct cells of the protocol on this data set."""
+    if spec.cells is None:
+        return
+    known = plan.protocol.cell_ids(plan.dataset, plan.profile, spec.seeds[0])
+    if not spec.cells:
+        raise BadInput(f"--cells names no cell; accepted: {', '.join(known)}")
+    for cell in spec.cells:
+        if cell not in known:
+            raise BadInput(
+                f"unknown cell {cell!r} of --protocol {spec.protocol} on {spec.dataset}; "
+                f"accepted: {', '.join(known)}"
+            )
+    if len(set(spec.cells)) != len(spec.cells):
+        raise BadInput(f"a cell is named twice in --cells {' '.join(spec.cells)}")
+
+
 def expected_units(plan: RunPlan, dataset=None, protocol=None) -> list[Unit]:
-    """Every unit of the grid, in execution order (seed, cell, method, attack)."""
+    """Every unit of the grid (of ``--cells`` when given), in execution order (seed, cell, method, attack)."""
     dataset = dataset if dataset is not None else plan.dataset
     protocol = protocol if protocol is not None else plan.protocol
+    chosen = plan.spec.cells
     return [
         Unit(method, cell, seed, attack)
         for seed in plan.spec.seeds
         for cell in protocol.cell_ids(dataset, plan.profile, seed)
+        if chosen is None or cell in chosen
         for method in plan.methods
         for attack in plan.attacks
     ]

@@ -392,6 +392,7 @@ def report_context(df: pd.DataFrame, manifest: dict[str, Any], plots: list[str])
             ("device", meta("device") if manifest.get("device") else _joined(df, "device")),
             ("git sha", ", ".join(all_shas) or meta("git_sha")),
             ("host", meta("host")),
+            ("cpu", meta("cpu")),
             ("started", meta("started")),
             ("finished", meta("finished")),
             ("bench version", _joined(df, "bench_version")),

@@ -45,7 +45,7 @@ from bench.plan import (  # noqa: F401 - re-exported: bench.runner is the histor
     stale_units,
     with_oe_source,
 )
-from bench.provenance import git_sha, now, package_versions
+from bench.provenance import cpu_kind, git_sha, now, package_versions
 from bench.store import ResultStore, RunLock, StorageError
 
 
@@ -149,6 +149,7 @@ class Runner:
             "git_sha": plan.git_sha,
             "host": socket.gethostname(),
             "platform": platform.platform(),
+            "cpu": cpu_kind(),
             "device": plan.device,
             "started": now(),
             "finished": None,
@@ -163,11 +164,14 @@ class Runner:
             {
                 "command": plan.spec.command or " ".join(sys.argv),
                 "executor": self.executor.name,
+                "host": socket.gethostname(),
+                "cpu": cpu_kind(),  # a resumed run may finish on another machine
                 "started": now(),
                 "finished": None,
                 "units_total": n_units,
                 "units_pending": n_pending,
                 "units_rerun_stale": len(plan.stale),
+                "cells": plan.spec.cells,  # None: every cell
                 "git_sha": plan.git_sha,
                 "profile": dict(plan.profile.__dict__),  # as it ran on this data set (for_dataset)
                 # paper profile: each method's own training recipe (bench.paper_settings)

@@ -16,15 +16,22 @@ import bench.runner
 from bench import determinism
 from bench.baseline import (
     BASELINE_SKIP,
+    CI_CELLS,
+    CI_CSV_CPU_KIND,
     CI_PROTOCOLS,
     CI_SKIP_METHODS,
+    CPU_BASELINES,
     DEFAULT_OUT,
+    TOLERANCE,
+    UNKNOWN_CPU_TOLERANCE,
     MergeError,
+    baseline_for_cpu,
     merge,
     run_command,
 )
 from bench.cache import DetectorCache
 from bench.compare import KEY, compare
+from bench.provenance import cpu_kind, cpu_vendor
 from bench.registry import ATTACKS, METHODS, PROTOCOLS
 from bench.runner import RunSpec, expected_units, plan_run, prepare_dataset
 from bench.store import COLUMNS, unit_of
@@ -140,6 +147,23 @@ def test_grid_command_is_the_ci_profile_of_every_method_and_attack(tmp_path):
     assert "--attacks" not in command  # the default: every registered attack
     assert command[command.index("--methods") + 1 : command.index("--protocol")] == METHODS.names()
     assert set(CI_SKIP_METHODS) < set(METHODS.names())  # a renamed method must not silently leave CI
+    assert "--cells" not in command
+    part = run_command("nd", ["oe"], tmp_path / "nd", CI_CELLS["nd"])
+    assert part[part.index("--cells") + 1 :] == list(CI_CELLS["nd"])
+
+
+def test_the_ci_part_keeps_the_ci_cells_of_a_protocol_and_every_cell_of_the_others(tmp_path, fixture_csvs):
+    out = tmp_path / "part.csv"
+    assert merge(fixture_csvs, out, cells={"nd": ("class1",)}) == 3
+    assert {(r["protocol"], r["cell"]) for r in _read(out)[1]} == {
+        ("nd", "class1"),
+        ("osr", "split0"),
+        ("ood", "all:glyphs"),  # a sub-cell row belongs to its unit's cell, "all"
+    }
+    nd = {"nd": ("class1",)}
+    assert merge(fixture_csvs, out, protocols=["nd", "ood"], skip_methods=["atom"], cells=nd) == 2
+    known = {c for protocol, cells in CI_CELLS.items() for c in cells if protocol == "nd"}
+    assert known and known < {f"class{c}" for c in range(10)}
 
 
 @pytest.fixture
@@ -225,3 +249,77 @@ def test_merge_keeps_the_protocols_asked_for_and_drops_skipped_methods(tmp_path,
         ("oe", "class1"),
         ("oe", "all:glyphs"),
     }
+
+
+# --- one baseline per CPU kind ----------------------------------------------------------------------------
+
+
+def test_cpu_vendor_and_kind():
+    assert cpu_vendor("processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t: avx2\n") == "intel"
+    assert cpu_vendor("vendor_id : AuthenticAMD\n") == "amd"
+    assert cpu_vendor("vendor_id\t: HygonGenuine\n") == "hygongenuine"
+    assert cpu_vendor("processor\t: 0\n") == "unknown"
+    kind = cpu_kind()
+    machine, vendor, level = kind.split("-", 2)
+    assert machine and vendor and level == torch.backends.cpu.get_cpu_capability().lower().replace(" ", "-")
+
+
+def test_each_cpu_kind_gets_its_own_baseline_and_an_unknown_kind_the_cross_kind_tolerance(tmp_path):
+    (tmp_path / DEFAULT_OUT).parent.mkdir(parents=True)
+    (tmp_path / DEFAULT_OUT).write_text("made on the first kind\n")
+    (tmp_path / CPU_BASELINES).mkdir()
+    (tmp_path / CPU_BASELINES / "x86_64-amd-avx2.csv").write_text("made on amd\n")
+
+    path, tolerance, why = baseline_for_cpu(CI_CSV_CPU_KIND, tmp_path)
+    assert (path, tolerance) == (tmp_path / DEFAULT_OUT, TOLERANCE) and "its own" in why
+    path, tolerance, why = baseline_for_cpu("x86_64-amd-avx2", tmp_path)
+    assert (path, tolerance) == (tmp_path / CPU_BASELINES / "x86_64-amd-avx2.csv", TOLERANCE)
+    path, tolerance, why = baseline_for_cpu("aarch64-unknown-default", tmp_path)
+    assert (path, tolerance) == (tmp_path / DEFAULT_OUT, UNKNOWN_CPU_TOLERANCE)
+    assert "no baseline of its own" in why and "x86_64-amd-avx2" in why
+    assert f"--out {CPU_BASELINES}/aarch64-unknown-default.csv" in why
+
+
+def test_for_cpu_prints_what_ci_run_reads(tmp_path):
+    """.ci/run does ``read -r BASELINE KIND_TOLERANCE < <(python -m bench.baseline for-cpu)``."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.baseline", "for-cpu", "--kind", CI_CSV_CPU_KIND],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=bench_env(tmp_path / "cache"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(DEFAULT_OUT), str(TOLERANCE)]
+    assert CI_CSV_CPU_KIND in done.stderr
+
+
+def _ci_part(path: Path) -> dict[tuple, dict[str, str]]:
+    header, rows = _read(path)
+    assert header == COLUMNS
+    return {
+        tuple(r[k] for k in KEY): r
+        for r in rows
+        if r["protocol"] in CI_PROTOCOLS
+        and r["method"] not in CI_SKIP_METHODS
+        and unit_of(r["cell"]) in CI_CELLS.get(r["protocol"], (unit_of(r["cell"]),))
+    }
+
+
+def test_every_cpu_kind_baseline_covers_what_ci_reruns_and_the_cross_kind_tolerance_covers_their_gaps():
+    """Each results/baseline/cpu/<kind>.csv has exactly the rows of ci.csv that .ci/run reruns, and
+    UNKNOWN_CPU_TOLERANCE is at least the widest AUROC gap between two kinds' baselines."""
+    reference = _ci_part(REPO / DEFAULT_OUT)
+    kinds = sorted((REPO / CPU_BASELINES).glob("*.csv"))
+    assert kinds, f"no per-kind baseline under {CPU_BASELINES}"
+    widest = 0.0
+    for path in kinds:
+        assert path.stem != CI_CSV_CPU_KIND, f"{path}: that kind's baseline is {DEFAULT_OUT}"
+        other = _ci_part(path)
+        assert other.keys() == reference.keys(), f"{path.name}: not the rows of the grid CI reruns"
+        for key, row in other.items():
+            base = reference[key]
+            assert row["status"] == base["status"], f"{path.name}: {key} is {row['status']}"
+            if row["metric"] == "auroc" and row["status"] == "ok":
+                widest = max(widest, abs(float(row["value"]) - float(base["value"])))
+    assert widest <= UNKNOWN_CPU_TOLERANCE, widest

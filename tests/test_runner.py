@@ -24,6 +24,7 @@ from bench.detector import Detector
 from bench.errors import BadInput
 from bench.metrics import METRICS, auroc
 from bench.protocols import NoveltyDetection
+from bench.provenance import cpu_kind
 from bench.registry import ATTACKS, METHODS
 from bench.runner import Runner, RunSpec, plan_run
 
@@ -205,6 +206,8 @@ def test_manifest_records_the_run(ood_run):
     assert manifest["profile"]["pgd_steps"] == CI.pgd_steps
     assert manifest["finished"] is not None
     assert manifest["invocations"][0]["units_total"] == 3 * 2
+    # the CPU kind the floats came from (README "Regression baseline"), for the run and each invocation
+    assert manifest["cpu"] == cpu_kind() == manifest["invocations"][0]["cpu"]
 
 
 # ---- (h) a different configuration into the same directory ------------------------------------------
@@ -449,3 +452,41 @@ def test_attack_warnings_reach_the_manifest(adaptive_run):
     assert any(line.startswith("flat class0 seed 0 aa: APGD: ") for line in zero), warnings
     assert any(line.startswith("flat class0 seed 0 a3: zero gradients at ") for line in zero), warnings
     assert not any(" blackbox: " in line for line in zero)  # query-only: no gradient to check
+
+
+# ---- --cells: a part of the grid, the rest later into the same --out ------------------------------------
+
+
+def test_cells_compute_only_those_cells_and_the_same_command_without_them_adds_the_rest(tmp_path):
+    """msp is not applicable on nd (one inlier class): its rows cost no training."""
+    part = execute_run(
+        tmp_path, methods=["msp"], protocol="nd", attacks=["clean"], cells=["class3", "class7"]
+    )
+    assert {r["cell"] for r in read_rows(part.run_dir)} == {"class3", "class7"}
+    assert part.manifest["invocations"][0]["units_total"] == 2
+    assert part.manifest["invocations"][0]["cells"] == ["class3", "class7"]
+    first = {(r["cell"], r["timestamp"]) for r in read_rows(part.run_dir)}
+    rest = execute_run(tmp_path, methods=["msp"], protocol="nd", attacks=["clean"])
+    rows = read_rows(rest.run_dir)
+    assert {r["cell"] for r in rows} == {f"class{c}" for c in range(10)}
+    assert rest.manifest["invocations"][-1]["units_pending"] == 8
+    assert first <= {(r["cell"], r["timestamp"]) for r in rows}  # the finished cells were kept as they were
+
+
+def test_an_unknown_cell_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "run"
+    done = subprocess.run(
+        bench_cmd(
+            "run", "--methods", "msp", "--protocol", "osr", "--profile", "ci", "--cells", "split0", "class1"
+        )
+        + ["--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=bench_env(tmp_path / "cache"),
+    )
+    assert done.returncode == 2
+    assert "unknown cell 'class1' of --protocol osr on digits; accepted: split0, split1" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+    with pytest.raises(BadInput, match="named twice"):
+        plan_run(RunSpec(methods=["msp"], protocol="nd", profile="ci", cells=["class1", "class1"]))
