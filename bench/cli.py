@@ -336,7 +336,7 @@ def list_command(what: str) -> None:
     """List registered methods, datasets, attacks, protocols or profiles. Methods: a line each with
     protocols, needs and defaults; attacks: with defaults (the paper profile's budget)."""
     from bench.config import PROFILES
-    from bench.datasets.catalog import dataset_lines
+    from bench.datasets.catalog import auxiliary_lines, dataset_lines
     from bench.datasets.oe_sources import list_oe_sources
     from bench.registry import (
         describe_attack,
@@ -349,7 +349,7 @@ def list_command(what: str) -> None:
 
     listers = {
         "methods": lambda: [describe_method(name) for name in list_methods()],
-        "datasets": lambda: dataset_lines(list_datasets()),
+        "datasets": lambda: [*dataset_lines(list_datasets()), *auxiliary_lines()],
         "attacks": lambda: [describe_attack(name) for name in list_attacks()],
         "protocols": list_protocols,
         "profiles": lambda: list(PROFILES),

@@ -45,8 +45,11 @@ class OODSet:
     size: int | None  # images in the official release (declared for dry runs); None: not fixed
     converted: bool = False  # True: a data set of ``bench data fetch`` (its test split)
     torchvision: str | None = None  # read by this torchvision.datasets class (see _torchvision_paths)
+    # the terms its source states (``bench list datasets``); "" for a converted set: its own entry's
+    licence: str = ""
 
 
+UNSTATED = "not stated by the release; see the original images' terms"
 OOD_SETS: dict[str, OODSet] = {
     s.name: s
     for s in (
@@ -54,30 +57,45 @@ OOD_SETS: dict[str, OODSet] = {
         OODSet("cifar10", "bench data fetch cifar10 (test split)", 10_000, converted=True),
         OODSet("cifar100", "bench data fetch cifar100 (test split)", 10_000, converted=True),
         OODSet("svhn", "bench data fetch svhn (test split)", 26_032, converted=True),
-        OODSet("tinyimagenet", "Tiny ImageNet test images as resized by ODIN (Liang et al. 2018)", 10_000),
+        OODSet(
+            "tinyimagenet",
+            "Tiny ImageNet test images as resized by ODIN (Liang et al. 2018)",
+            10_000,
+            licence="ImageNet terms of access (non-commercial research)",
+        ),
         OODSet(
             "places365",
             "Places365 (Zhou et al. 2017): 10,000 test images sampled as in ATOM App. C",
             10_000,
             torchvision="Places365",
+            licence="Places365 terms of use (non-commercial research and education)",
         ),
-        OODSet("lsun", "LSUN test images (Yu et al. 2015), as released by ODIN", 10_000),
-        OODSet("lsun-crop", "LSUN-crop of ODIN (Liang et al. 2018)", 10_000),
-        OODSet("lsun-resize", "LSUN-resize of ODIN (Liang et al. 2018)", 10_000),
-        OODSet("isun", "iSUN of ODIN (Xu et al. 2015; Liang et al. 2018)", 8_925),
-        OODSet("birds", "CUB-200-2011 test images (Wah et al. 2011)", 5_794),
+        OODSet("lsun", "LSUN test images (Yu et al. 2015), as released by ODIN", 10_000, licence=UNSTATED),
+        OODSet("lsun-crop", "LSUN-crop of ODIN (Liang et al. 2018)", 10_000, licence=UNSTATED),
+        OODSet("lsun-resize", "LSUN-resize of ODIN (Liang et al. 2018)", 10_000, licence=UNSTATED),
+        OODSet("isun", "iSUN of ODIN (Xu et al. 2015; Liang et al. 2018)", 8_925, licence=UNSTATED),
+        OODSet(
+            "birds",
+            "CUB-200-2011 test images (Wah et al. 2011)",
+            5_794,
+            licence="non-commercial research and educational use (Caltech)",
+        ),
         OODSet(
             "flowers",
             "Oxford Flowers-102 test images (Nilsback and Zisserman 2008)",
             6_149,
             torchvision="Flowers102",
+            licence=UNSTATED,
         ),
-        OODSet("coil100", "COIL-100 (Nene et al. 1996)", 7_200),
+        OODSet(
+            "coil100", "COIL-100 (Nene et al. 1996)", 7_200, licence="non-commercial research (Columbia CAVE)"
+        ),
         OODSet(
             "textures",
             "DTD, Describable Textures (Cimpoi et al. 2014), all 5,640 images",
             5_640,
             torchvision="DTD",
+            licence="research use (images from Flickr, per the DTD page)",
         ),
     )
 }

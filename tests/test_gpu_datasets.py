@@ -21,6 +21,7 @@ from bench.config import get_profile
 from bench.datasets import catalog, folder_sets, torchvision_sets
 from bench.errors import BadInput
 from bench.registry import DATASETS, PROTOCOLS
+from tests.conftest import bench_cmd, bench_env
 
 # The coarse label of each fine label (fine labels in the meta file's alphabetical order), as the
 # official CIFAR-100 pickles store it in ``coarse_labels``: an independent transcription of the table.
@@ -422,3 +423,26 @@ def test_the_default_oe_set_is_needed_only_by_methods_that_use_oe(root, monkeypa
     np.save(root / "300K_random_images.npy", np.zeros((300, 32, 32, 3), dtype=np.uint8))
     plan = plan_run(RunSpec(methods=["atom"], protocol="nd", dataset="cifar10", profile="ci"))
     assert plan.dataset.oe_source is not None and "absent" not in plan.dataset.notes
+
+
+def test_bench_list_datasets_also_shows_every_ood_set_and_oe_source_with_licence_and_presence(root):
+    from bench.datasets import oe_sources, ood_sets
+
+    write_png(root / "ood" / "coil100" / "a.png", size=(40, 40), value=10)
+    lines = catalog.auxiliary_lines(root)
+    shown = {(line.split("  ")[0], line.split("  ")[2]): line for line in lines}
+    assert set(shown) == {(n, "ood set") for n in ood_sets.OOD_SETS} | {
+        (n, "oe source") for n in oe_sources.list_oe_sources()
+    }
+    assert shown["coil100", "ood set"].startswith("coil100  present")
+    assert "licence=non-commercial research" in shown["coil100", "ood set"]
+    assert shown["isun", "ood set"].startswith("isun  absent") and "ood/isun/" in shown["isun", "ood set"]
+    assert "bench data fetch textures" in shown["textures", "ood set"]
+    assert shown["300k-random-images", "oe source"].startswith("300k-random-images  absent")
+    assert "300K_random_images.npy" in shown["300k-random-images", "oe source"]
+    assert shown["gaussian-noise", "oe source"].startswith("gaussian-noise  present")
+    assert all("licence=" in line and "licence=  " not in line for line in lines)
+    listed = subprocess.run(
+        bench_cmd("list", "datasets"), capture_output=True, text=True, env=bench_env(root.parent / "cache")
+    )
+    assert listed.returncode == 0 and "isun  absent  ood set" in listed.stdout
