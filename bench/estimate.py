@@ -20,6 +20,9 @@ import torch
 
 WARMUP = 1
 REPEATS = 3
+# Timed passes stop after this many seconds (at least one is timed): on a CPU a WRN-40-4 pass at 32x32
+# took 0.5-3 s here, and the dry run should stay within a few seconds of its 5 s target.
+MEASURE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,9 @@ class StepCost:
 
 
 def measure_step(network: str, image_shape: tuple[int, int, int], num_outputs: int, device: str) -> StepCost:
-    """Time forward + backward of ``network`` on a batch (64 at <= 64 px, 8 above; 2 and 1 on a CPU)."""
+    """Time forward + backward of ``network`` on a batch (64 at <= 64 px, 8 above; 2 and 1 on a CPU): one
+    warm-up pass, then up to ``REPEATS`` timed ones while they take less than ``MEASURE_SECONDS``; the
+    median."""
     from bench.methods.networks import build_network
 
     channels = image_shape[0]
@@ -42,8 +47,10 @@ def measure_step(network: str, image_shape: tuple[int, int, int], num_outputs: i
     batch = (8 if big else 64) if device == "cuda" else (1 if big else 2)
     model = build_network(network, channels, num_outputs, [0.5] * channels, [0.5] * channels).to(device)
     x = torch.rand((batch, *image_shape), device=device)
-    elapsed = []
+    elapsed: list[float] = []
     for i in range(WARMUP + REPEATS):
+        if elapsed and sum(elapsed) >= MEASURE_SECONDS:
+            break
         started = time.perf_counter()
         model.zero_grad(set_to_none=True)
         model(x).logsumexp(dim=1).sum().backward()

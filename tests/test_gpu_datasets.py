@@ -446,3 +446,29 @@ def test_bench_list_datasets_also_shows_every_ood_set_and_oe_source_with_licence
         bench_cmd("list", "datasets"), capture_output=True, text=True, env=bench_env(root.parent / "cache")
     )
     assert listed.returncode == 0 and "isun  absent  ood set" in listed.stdout
+
+
+def test_the_measured_step_stops_timing_once_its_time_is_spent(monkeypatch):
+    """One warm-up pass, then timed passes while they sum to less than MEASURE_SECONDS (at least one)."""
+    from bench import estimate
+    from bench.methods import networks
+
+    passes = []
+
+    class Counting(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(3 * 4 * 4, 2)
+
+        def forward(self, x):
+            passes.append(len(x))
+            return self.linear(x.flatten(1))
+
+    monkeypatch.setattr(networks, "build_network", lambda *args, **kwargs: Counting())
+    monkeypatch.setattr(estimate, "MEASURE_SECONDS", 0.0)
+    cost = estimate.measure_step("any", (3, 4, 4), 2, "cpu")
+    assert passes == [2, 2] and cost.batch == 2 and cost.seconds_per_image > 0
+    passes.clear()
+    monkeypatch.setattr(estimate, "MEASURE_SECONDS", 60.0)
+    estimate.measure_step("any", (3, 4, 4), 2, "cpu")
+    assert len(passes) == estimate.WARMUP + estimate.REPEATS
