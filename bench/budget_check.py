@@ -11,6 +11,12 @@ that the yardstick stays affordable). On it run the yardstick, PGD with ``--yard
 budget passes when its AUROC is at most ``--tolerance`` (0.01) above the yardstick's: an attack whose
 AUROC is lower is stronger, which passes too.
 
+The yardstick runs one restart at a time (restart r is PGD-``steps`` x 1 from its own seed,
+:func:`restart_seed`) and keeps the per-image worst case over the restarts, the rule PGD applies within
+one call. Each finished restart is written to ``--checkpoints`` (default: ``<out>.restarts/`` beside
+``--out``) as a small npz of its scores, keyed by the detector's weights and the test images, so a killed
+check resumes at the restart it was in; a checkpoint made for other weights or images is recomputed.
+
 Prints one table and with ``--out`` writes a CSV: one row per (method, cell, attack) with the AUROC, the
 spent gradient evaluations and queries per image, the attack's seconds, the difference from the
 yardstick and ``within``.
@@ -20,12 +26,17 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import json
+import os
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from bench.attacks.base import objective_sign
 from bench.cache import DetectorCache
 from bench.config import for_dataset, get_profile
 from bench.contracts import EvalSet
@@ -67,6 +78,115 @@ def first_per_side(evalset: EvalSet, per_side: int) -> EvalSet:
     return EvalSet(evalset.name, evalset.images[keep], outlier[keep], labels)
 
 
+def restart_seed(seed: int, restart: int) -> int:
+    """The seed of yardstick restart ``restart`` (distinct from the profile attacks' ``seed``)."""
+    return 1000 * (seed + 1) + restart
+
+
+def tensor_digest(*tensors: torch.Tensor) -> str:
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def detector_digest(detector: torch.nn.Module) -> str:
+    """A digest of the detector's weights and buffers, in state_dict order."""
+    digest = hashlib.sha256()
+    for name, tensor in detector.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+class RestartStore:
+    """Finished yardstick restarts, one npz each: scores of the restart's worst case per image, its
+    gradient evaluations and queries per image, its seconds and the key it was made under."""
+
+    def __init__(self, directory: Path | None, log=None):
+        self.directory = directory
+        self.log = log
+
+    def _path(self, method: str, cell: str, restart: int) -> Path:
+        return self.directory / f"{method}-{cell}-restart{restart}.npz"
+
+    def load(self, method: str, cell: str, restart: int, key: dict) -> dict | None:
+        if self.directory is None or not self._path(method, cell, restart).exists():
+            return None
+        path = self._path(method, cell, restart)
+        with np.load(path, allow_pickle=False) as data:
+            saved_key = json.loads(str(data["key"]))
+            if saved_key != key:
+                if self.log is not None:
+                    self.log(f"{path.name} was made for {saved_key}, not {key}: recomputing it")
+                return None
+            return {name: data[name] for name in ("scores", "grad_evals", "queries", "seconds")}
+
+    def save(self, method: str, cell: str, restart: int, key: dict, **values) -> None:
+        if self.directory is None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self._path(method, cell, restart)
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("wb") as handle:
+            np.savez(handle, key=np.array(json.dumps(key, sort_keys=True)), **values)
+        os.replace(tmp, path)
+
+
+def run_yardstick(
+    detector,
+    evalset: EvalSet,
+    eps: float,
+    steps: int,
+    restarts: int,
+    seed: int,
+    batch_size: int,
+    store: RestartStore,
+    key: dict,
+    log=None,
+) -> tuple[torch.Tensor, float, float, float]:
+    """PGD-``steps`` x ``restarts`` one restart at a time, resuming finished restarts from ``store``.
+
+    Returns the scores of the per-image worst case over all restarts (highest ``sign * score``; every
+    restart keeps the clean point too), and the gradient evaluations, queries (per image) and seconds
+    summed over the restarts, including those computed by an earlier, interrupted call."""
+    sign = objective_sign(evalset.is_outlier).double()
+    worst = None
+    grad_evals = queries = seconds = 0.0
+    method, cell = key["method"], key["cell"]
+    for restart in range(restarts):
+        restart_key = {**key, "restart": restart, "steps": steps, "seed": restart_seed(seed, restart)}
+        saved = store.load(method, cell, restart, restart_key)
+        if saved is None:
+            attack = ATTACKS.get("pgd")(
+                seed=restart_seed(seed, restart), steps=steps, restarts=1, batch_size=batch_size
+            )
+            started = time.perf_counter()
+            x_adv = attack.perturb(detector, evalset.images, evalset.is_outlier, eps)
+            with torch.inference_mode():
+                scores = detector.score(x_adv).double().numpy()
+            spent = attack.spent_budget()
+            saved = {
+                "scores": scores,
+                "grad_evals": np.float64(spent.grad_evals),
+                "queries": np.float64(spent.queries),
+                "seconds": np.float64(time.perf_counter() - started),
+            }
+            store.save(method, cell, restart, restart_key, **saved)
+            origin = "ran"
+        else:
+            origin = "resumed from its checkpoint"
+        objective = sign * torch.from_numpy(np.asarray(saved["scores"], dtype=np.float64))
+        worst = objective if worst is None else torch.maximum(worst, objective)
+        grad_evals += float(saved["grad_evals"])
+        queries += float(saved["queries"])
+        seconds += float(saved["seconds"])
+        if log is not None:
+            took = float(saved["seconds"])
+            log(f"{method} {cell} {YARDSTICK} restart {restart + 1}/{restarts}: {origin} ({took:.0f} s)")
+    return sign * worst, grad_evals, queries, seconds
+
+
 def _budget_text(attack) -> str:
     budget = attack.budget()
     return f"{budget.steps} steps x {budget.restarts} restarts, {budget.grad_evals} grad evals"
@@ -86,6 +206,7 @@ def check_budgets(
     tolerance: float = 0.01,
     device: str = "cpu",
     cache: DetectorCache | None = None,
+    checkpoints: Path | None = None,
     log=None,
 ) -> list[dict]:
     if per_side < 1:
@@ -104,6 +225,7 @@ def check_budgets(
         seed=seed, steps=yardstick_steps, restarts=yardstick_restarts, batch_size=profile.attack_batch_size
     )
     cache = cache if cache is not None else DetectorCache()
+    store = RestartStore(checkpoints, log)
     rows: list[dict] = []
     for cell in protocol.cells(dataset, profile, seed, device):
         if cell.cell_id not in cells:
@@ -113,15 +235,42 @@ def check_budgets(
         for method_name in methods:
             method = build_method(method_name, {})
             detector = fit_cached(method_name, method, cell.task, cache, device)
-            results = {}
-            for name, attack in [(YARDSTICK, yardstick), *chosen.items()]:
+            key = {
+                "dataset": dataset_name,
+                "protocol": protocol_name,
+                "profile": profile_name,
+                "method": method_name,
+                "cell": cell.cell_id,
+                "detector": detector_digest(detector),
+                "images": tensor_digest(evalset.images, evalset.is_outlier),
+                "eps": float(dataset.eps),
+            }
+            scores, grad_evals, queries, seconds = run_yardstick(
+                detector,
+                evalset,
+                dataset.eps,
+                yardstick_steps,
+                yardstick_restarts,
+                seed,
+                profile.attack_batch_size,
+                store,
+                key,
+                log,
+            )
+            results = {YARDSTICK: (yardstick, auroc(scores.numpy(), labels), (grad_evals, queries), seconds)}
+            for name, attack in chosen.items():
                 attack.reset_spent()
                 started = time.perf_counter()
                 x_adv = attack.perturb(detector, evalset.images, evalset.is_outlier, dataset.eps)
                 with torch.inference_mode():
                     value = auroc(detector.score(x_adv).numpy(), labels)
                 spent = attack.spent_budget()
-                results[name] = (attack, value, spent, time.perf_counter() - started)
+                results[name] = (
+                    attack,
+                    value,
+                    (spent.grad_evals, spent.queries),
+                    time.perf_counter() - started,
+                )
                 if log is not None:
                     log(f"{method_name} {cell.cell_id} {name}: AUROC {value:.4f} ({results[name][3]:.0f} s)")
             reference = results[YARDSTICK][1]
@@ -140,8 +289,8 @@ def check_budgets(
                         "yardstick_auroc": round(reference, 6),
                         "difference": round(value - reference, 6),
                         "within": value - reference <= tolerance,
-                        "grad_evals": spent.grad_evals,
-                        "queries": spent.queries,
+                        "grad_evals": spent[0],
+                        "queries": spent[1],
                         "seconds": round(seconds, 1),
                         "n_in": evalset.n_in,
                         "n_out": evalset.n_out,
@@ -185,7 +334,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--checkpoints",
+        type=Path,
+        help="folder for the finished yardstick restarts (default: <out>.restarts/ beside --out)",
+    )
     args = parser.parse_args(argv)
+    checkpoints = args.checkpoints
+    if checkpoints is None and args.out is not None:
+        checkpoints = args.out.with_name(args.out.stem + ".restarts")
     try:
         rows = check_budgets(
             args.dataset,
@@ -200,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             yardstick_restarts=args.yardstick_restarts,
             tolerance=args.tolerance,
             device=args.device,
+            checkpoints=checkpoints,
             log=lambda line: print(line, file=sys.stderr, flush=True),
         )
     except BadInput as error:

@@ -62,3 +62,66 @@ def test_budget_check_cli_writes_a_csv_and_refuses_an_unknown_cell(tmp_path, mon
         assert [r["attack"] for r in csv.DictReader(handle)] == [YARDSTICK, "clean"]
     assert main(_argv("class42")) == 2
     assert "unknown cell 'class42'" in capsys.readouterr().err
+
+
+def _check(tmp_path, restarts: int, checkpoints=None):
+    return check_budgets(
+        "digits",
+        "nd",
+        "ci",
+        ["oe"],
+        ["class2"],
+        ["clean"],
+        per_side=20,
+        yardstick_steps=2,
+        yardstick_restarts=restarts,
+        cache=DetectorCache(tmp_path / "cache"),
+        checkpoints=checkpoints,
+    )
+
+
+def test_yardstick_restarts_resume_from_their_checkpoints(tmp_path, monkeypatch):
+    """A check killed in restart 2 of 3 keeps restart 1; the rerun runs only restarts 2 and 3 and gives
+    the uninterrupted check's row. Checkpoints made for other weights are recomputed."""
+    from bench.attacks.pgd import PGD
+
+    uninterrupted = _check(tmp_path, 3)[0]
+    calls = []
+    original = PGD.perturb
+
+    def failing_second(self, *args, **kwargs):
+        calls.append(self.seed)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PGD, "perturb", failing_second)
+    folder = tmp_path / "restarts"
+    with pytest.raises(KeyboardInterrupt):
+        _check(tmp_path, 3, folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["oe-class2-restart0.npz"]
+    calls.clear()
+    monkeypatch.setattr(
+        PGD, "perturb", lambda self, *a, **k: (calls.append(self.seed), original(self, *a, **k))[1]
+    )
+    resumed = _check(tmp_path, 3, folder)[0]
+    assert len(calls) == 2 and len(list(folder.glob("*.npz"))) == 3
+    for column in ("auroc", "grad_evals", "queries"):
+        assert resumed[column] == uninterrupted[column]
+    assert resumed["grad_evals"] == 6
+
+    # the same files under another detector (other weights): every restart runs again
+    calls.clear()
+    import bench.budget_check as budget_check
+
+    monkeypatch.setattr(budget_check, "detector_digest", lambda detector: "other-weights")
+    _check(tmp_path, 3, folder)
+    assert len(calls) == 3
+
+
+def test_yardstick_keeps_the_worst_restart_per_image(tmp_path):
+    """More restarts never raise the yardstick's AUROC: the worst case over restarts 1-3 includes 1's."""
+    one = _check(tmp_path, 1)[0]["auroc"]
+    three = _check(tmp_path, 3)[0]["auroc"]
+    clean = _check(tmp_path, 1)[1]["auroc"]
+    assert three <= one <= clean
