@@ -16,6 +16,8 @@ The yardstick runs one restart at a time (restart r is PGD-``steps`` x 1 from it
 one call. Each finished restart is written to ``--checkpoints`` (default: ``<out>.restarts/`` beside
 ``--out``) as a small npz of its scores, keyed by the detector's weights and the test images, so a killed
 check resumes at the restart it was in; a checkpoint made for other weights or images is recomputed.
+A restart being run is claimed (a ``.claim`` file), so two checks started side by side with the same
+arguments split the restarts between them (one per core) and both write the same rows.
 
 Prints one table and with ``--out`` writes a CSV: one row per (method, cell, attack) with the AUROC, the
 spent gradient evaluations and queries per image, the attack's seconds, the difference from the
@@ -29,6 +31,7 @@ import csv
 import hashlib
 import json
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -46,6 +49,7 @@ from bench.registry import ATTACKS, DATASETS, METHODS, PROTOCOLS
 from bench.validation import build_method, fit_cached
 
 YARDSTICK = "pgd-1000x10"
+WAIT_SECONDS = 10.0  # how often a check polls for restarts that another process is running
 CSV_COLUMNS = (
     "dataset",
     "protocol",
@@ -99,6 +103,16 @@ def detector_digest(detector: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class RestartStore:
     """Finished yardstick restarts, one npz each: scores of the restart's worst case per image, its
     gradient evaluations and queries per image, its seconds and the key it was made under."""
@@ -122,6 +136,32 @@ class RestartStore:
                 return None
             return {name: data[name] for name in ("scores", "grad_evals", "queries", "seconds")}
 
+    def claim(self, method: str, cell: str, restart: int) -> bool:
+        """Claim a restart for this process (a ``.claim`` file naming host and pid), so that checks
+        started side by side on one machine split the restarts. A claim whose process has died on this
+        host is taken over."""
+        if self.directory is None:
+            return True
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self._path(method, cell, restart).with_suffix(".claim")
+        for _attempt in range(2):
+            try:
+                handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                host, _, pid = path.read_text(encoding="utf-8").partition(" ")
+                if host != socket.gethostname() or not pid.strip().isdigit() or _alive(int(pid)):
+                    return False
+                path.unlink(missing_ok=True)  # its process died: take it over
+                continue
+            os.write(handle, f"{socket.gethostname()} {os.getpid()}".encode())
+            os.close(handle)
+            return True
+        return False
+
+    def release(self, method: str, cell: str, restart: int) -> None:
+        if self.directory is not None:
+            self._path(method, cell, restart).with_suffix(".claim").unlink(missing_ok=True)
+
     def save(self, method: str, cell: str, restart: int, key: dict, **values) -> None:
         if self.directory is None:
             return
@@ -131,6 +171,21 @@ class RestartStore:
         with tmp.open("wb") as handle:
             np.savez(handle, key=np.array(json.dumps(key, sort_keys=True)), **values)
         os.replace(tmp, path)
+
+
+def _one_restart(detector, evalset: EvalSet, eps: float, steps: int, seed: int, batch_size: int) -> dict:
+    attack = ATTACKS.get("pgd")(seed=seed, steps=steps, restarts=1, batch_size=batch_size)
+    started = time.perf_counter()
+    x_adv = attack.perturb(detector, evalset.images, evalset.is_outlier, eps)
+    with torch.inference_mode():
+        scores = detector.score(x_adv).double().numpy()
+    spent = attack.spent_budget()
+    return {
+        "scores": scores,
+        "grad_evals": np.float64(spent.grad_evals),
+        "queries": np.float64(spent.queries),
+        "seconds": np.float64(time.perf_counter() - started),
+    }
 
 
 def run_yardstick(
@@ -154,36 +209,39 @@ def run_yardstick(
     worst = None
     grad_evals = queries = seconds = 0.0
     method, cell = key["method"], key["cell"]
-    for restart in range(restarts):
-        restart_key = {**key, "restart": restart, "steps": steps, "seed": restart_seed(seed, restart)}
-        saved = store.load(method, cell, restart, restart_key)
-        if saved is None:
-            attack = ATTACKS.get("pgd")(
-                seed=restart_seed(seed, restart), steps=steps, restarts=1, batch_size=batch_size
-            )
-            started = time.perf_counter()
-            x_adv = attack.perturb(detector, evalset.images, evalset.is_outlier, eps)
-            with torch.inference_mode():
-                scores = detector.score(x_adv).double().numpy()
-            spent = attack.spent_budget()
-            saved = {
-                "scores": scores,
-                "grad_evals": np.float64(spent.grad_evals),
-                "queries": np.float64(spent.queries),
-                "seconds": np.float64(time.perf_counter() - started),
-            }
-            store.save(method, cell, restart, restart_key, **saved)
-            origin = "ran"
-        else:
+    pending, finished = list(range(restarts)), {}
+    while pending:
+        progressed = False
+        for restart in list(pending):
+            restart_key = {**key, "restart": restart, "steps": steps, "seed": restart_seed(seed, restart)}
+            saved = store.load(method, cell, restart, restart_key)
             origin = "resumed from its checkpoint"
+            if saved is None:
+                if not store.claim(method, cell, restart):
+                    continue  # another process on this machine is running it
+                try:
+                    saved = _one_restart(
+                        detector, evalset, eps, steps, restart_seed(seed, restart), batch_size
+                    )
+                    store.save(method, cell, restart, restart_key, **saved)
+                finally:
+                    store.release(method, cell, restart)
+                origin = "ran"
+            finished[restart] = saved
+            pending.remove(restart)
+            progressed = True
+            if log is not None:
+                took = float(saved["seconds"])
+                log(f"{method} {cell} {YARDSTICK} restart {restart + 1}/{restarts}: {origin} ({took:.0f} s)")
+        if pending and not progressed:
+            time.sleep(WAIT_SECONDS)  # every pending restart is claimed by another process
+    for restart in range(restarts):
+        saved = finished[restart]
         objective = sign * torch.from_numpy(np.asarray(saved["scores"], dtype=np.float64))
         worst = objective if worst is None else torch.maximum(worst, objective)
         grad_evals += float(saved["grad_evals"])
         queries += float(saved["queries"])
         seconds += float(saved["seconds"])
-        if log is not None:
-            took = float(saved["seconds"])
-            log(f"{method} {cell} {YARDSTICK} restart {restart + 1}/{restarts}: {origin} ({took:.0f} s)")
     return sign * worst, grad_evals, queries, seconds
 
 

@@ -125,3 +125,36 @@ def test_yardstick_keeps_the_worst_restart_per_image(tmp_path):
     three = _check(tmp_path, 3)[0]["auroc"]
     clean = _check(tmp_path, 1)[1]["auroc"]
     assert three <= one <= clean
+
+
+def test_a_restart_claimed_by_a_live_process_is_left_to_it_and_a_dead_claim_taken_over(tmp_path, monkeypatch):
+    """Two checks side by side split the restarts: a restart claimed by another live process on this host
+    is skipped and waited for; once that process has died, its claim is taken over."""
+    import socket
+    import subprocess
+
+    import bench.budget_check as budget_check
+    from bench.attacks.pgd import PGD
+
+    folder = tmp_path / "restarts"
+    folder.mkdir()
+    other = subprocess.Popen(["sleep", "60"])
+    claim = folder / "oe-class2-restart1.claim"
+    claim.write_text(f"{socket.gethostname()} {other.pid}", encoding="utf-8")
+    order, waits = [], []
+    original = PGD.perturb
+    monkeypatch.setattr(
+        PGD, "perturb", lambda self, *a, **k: (order.append(self.seed), original(self, *a, **k))[1]
+    )
+
+    def wait(seconds):  # the other process dies while this one waits
+        waits.append(seconds)
+        other.kill()
+        other.wait()
+
+    monkeypatch.setattr(budget_check.time, "sleep", wait)
+    rows = _check(tmp_path, 3, folder)
+    seeds = [budget_check.restart_seed(0, r) for r in range(3)]
+    assert order == [seeds[0], seeds[2], seeds[1]] and len(waits) == 1
+    assert not list(folder.glob("*.claim")) and len(list(folder.glob("*.npz"))) == 3
+    assert rows[0]["auroc"] == _check(tmp_path, 3)[0]["auroc"]
