@@ -63,16 +63,18 @@ BASELINE_SKIP = {"nd": CI_SKIP_METHODS, "osr": CI_SKIP_METHODS, "ood": ()}
 DATASET = "digits"
 PROFILE = "ci"
 DEFAULT_OUT = Path("results/baseline/ci.csv")
-# The CPU kind (bench.provenance.cpu_kind) that results/baseline/ci.csv was made on: an x86_64 machine
-# with AVX-512 whose vendor was not recorded then; CI passed against it at 0.001 twice (stops 18, 19).
-CI_CSV_CPU_KIND = "x86_64-intel-avx512"
+# The CPU kind that results/baseline/ci.csv was made on: an x86_64 machine with AVX-512 (CI passed
+# against it at 0.001 twice, stops 18 and 19) whose vendor and AVX-512 rung were not recorded. An Intel
+# AVX-512 machine with AMX (x86_64-intel-avx512-amx) differs from it on 76 rows by up to 0.150, so the rung
+# matters and no machine is known to be of ci.csv's kind: it is the cross-kind reference only.
+CI_CSV_CPU_KIND = "x86_64-avx512-unrecorded"
 CPU_BASELINES = Path("results/baseline/cpu")
 # Within a kind two fresh-cache runs agreed exactly, so this only leaves room for a library update.
 TOLERANCE = 0.001
 # For a kind with no baseline of its own: the largest AUROC gap between the baselines of two kinds (over
-# the rows CI reruns: 0.118, atom ood, between x86_64-intel-avx512 and x86_64-amd-avx2; tests/test_baseline.py
-# checks it against the committed files), with room for a third kind.
-UNKNOWN_CPU_TOLERANCE = 0.15
+# the rows CI reruns: 0.150, atom osr, between ci.csv and x86_64-intel-avx512-amx; 0.118, atom ood, between
+# ci.csv and x86_64-amd-avx2; tests/test_baseline.py checks it against the committed files), with room.
+UNKNOWN_CPU_TOLERANCE = 0.2
 
 
 CI_PART_HELP = (

@@ -49,33 +49,61 @@ def package_versions() -> dict[str, str]:
 CPU_VENDORS = {"GenuineIntel": "intel", "AuthenticAMD": "amd"}
 
 
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
 def cpu_vendor(cpuinfo: str | None = None) -> str:
     """The CPU's vendor from /proc/cpuinfo ("intel", "amd", another vendor_id lowercased, or "unknown")."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
-            return "unknown"
-    for line in cpuinfo.splitlines():
+    for line in (_cpuinfo() if cpuinfo is None else cpuinfo).splitlines():
         key, _, value = line.partition(":")
         if key.strip() == "vendor_id" and value.strip():
             return CPU_VENDORS.get(value.strip(), value.strip().lower())
     return "unknown"
 
 
-def cpu_kind() -> str:
-    """The CPU code path a run's floats depend on: architecture, vendor and PyTorch's kernel level.
+# oneDNN's AVX-512 ladder (avx512_core < _vnni < _bf16 < _fp16 < _amx), as /proc/cpuinfo flags, highest
+# first: oneDNN (PyTorch's convolutions) and MKL dispatch to a different kernel on each rung.
+AVX512_TIERS = (
+    ("amx_tile", "amx"),
+    ("avx512_fp16", "fp16"),
+    ("avx512_bf16", "bf16"),
+    ("avx512_vnni", "vnni"),
+)
 
-    E.g. ``x86_64-intel-avx512`` or ``x86_64-amd-avx2``. The vendor is part of it because MKL, which does
-    PyTorch's matrix products on x86, picks its kernels by vendor as well as by instruction set; the
-    level is what PyTorch dispatches its own kernels to (``ATEN_CPU_CAPABILITY`` lowers it). Runs of the
-    deterministic ``ci`` profile agree bit for bit within a kind, not across kinds (README "Regression
-    baseline").
+
+def avx512_tier(cpuinfo: str | None = None) -> str:
+    """The highest rung of :data:`AVX512_TIERS` the CPU has ("" for plain AVX-512 or no flags line)."""
+    for line in (_cpuinfo() if cpuinfo is None else cpuinfo).splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            flags = set(value.split())
+            return next((tier for flag, tier in AVX512_TIERS if flag in flags), "")
+    return ""
+
+
+def cpu_kind(cpuinfo: str | None = None, capability: str | None = None) -> str:
+    """The CPU code path a run's floats depend on: architecture, vendor, PyTorch's kernel level and, on
+    AVX-512, oneDNN's rung.
+
+    E.g. ``x86_64-intel-avx512-amx`` or ``x86_64-amd-avx2``. The vendor is part of it because MKL, which
+    does PyTorch's matrix products on x86, picks its kernels by vendor as well as by instruction set; the
+    level is what PyTorch dispatches its own kernels to (``ATEN_CPU_CAPABILITY`` lowers it); the rung
+    (:func:`avx512_tier`) what oneDNN and MKL dispatch to among AVX-512 CPUs. Runs of the deterministic
+    ``ci`` profile agree bit for bit within a kind, not across kinds (README "Regression baseline").
     """
-    import torch
+    if capability is None:
+        import torch
 
-    level = torch.backends.cpu.get_cpu_capability().lower().replace(" ", "-")
-    return f"{platform.machine().lower() or 'unknown'}-{cpu_vendor()}-{level}"
+        capability = torch.backends.cpu.get_cpu_capability()
+    cpuinfo = _cpuinfo() if cpuinfo is None else cpuinfo
+    level = capability.lower().replace(" ", "-")
+    tier = avx512_tier(cpuinfo) if level == "avx512" else ""
+    machine = platform.machine().lower() or "unknown"
+    return f"{machine}-{cpu_vendor(cpuinfo)}-{level}" + (f"-{tier}" if tier else "")
 
 
 def now() -> str:

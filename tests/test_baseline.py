@@ -31,7 +31,7 @@ from bench.baseline import (
 )
 from bench.cache import DetectorCache
 from bench.compare import KEY, compare
-from bench.provenance import cpu_kind, cpu_vendor
+from bench.provenance import avx512_tier, cpu_kind, cpu_vendor
 from bench.registry import ATTACKS, METHODS, PROTOCOLS
 from bench.runner import RunSpec, expected_units, plan_run, prepare_dataset
 from bench.store import COLUMNS, unit_of
@@ -261,7 +261,23 @@ def test_cpu_vendor_and_kind():
     assert cpu_vendor("processor\t: 0\n") == "unknown"
     kind = cpu_kind()
     machine, vendor, level = kind.split("-", 2)
-    assert machine and vendor and level == torch.backends.cpu.get_cpu_capability().lower().replace(" ", "-")
+    assert machine and vendor and level.startswith(torch.backends.cpu.get_cpu_capability().lower())
+
+
+def test_the_avx512_rung_is_part_of_the_kind():
+    """Two Intel AVX-512 machines, one with AMX (Sapphire Rapids) and one with VNNI only (Cascade Lake),
+    are different kinds; the rung is the highest flag of oneDNN's ladder; AVX2 machines get none."""
+    spr = "vendor_id\t: GenuineIntel\nflags\t\t: avx2 avx512f avx512_vnni avx512_bf16 avx512_fp16 amx_tile\n"
+    clx = "vendor_id\t: GenuineIntel\nflags\t\t: avx2 avx512f avx512_vnni\n"
+    skx = "vendor_id\t: GenuineIntel\nflags\t\t: avx2 avx512f avx512bw\n"
+    zen3 = "vendor_id\t: AuthenticAMD\nflags\t\t: avx2 vaes\n"
+    assert [avx512_tier(c) for c in (spr, clx, skx, zen3, "")] == ["amx", "vnni", "", "", ""]
+    machine = cpu_kind(zen3, "AVX2").split("-")[0]
+    assert cpu_kind(spr, "AVX512") == f"{machine}-intel-avx512-amx"
+    assert cpu_kind(clx, "AVX512") == f"{machine}-intel-avx512-vnni"
+    assert cpu_kind(skx, "AVX512") == f"{machine}-intel-avx512"
+    assert cpu_kind(zen3, "AVX2") == f"{machine}-amd-avx2"
+    assert cpu_kind(spr, "AVX2") == f"{machine}-intel-avx2"  # ATEN_CPU_CAPABILITY=avx2: no AVX-512 rung
 
 
 def test_each_cpu_kind_gets_its_own_baseline_and_an_unknown_kind_the_cross_kind_tolerance(tmp_path):
