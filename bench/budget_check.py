@@ -46,6 +46,7 @@ from bench.contracts import EvalSet
 from bench.errors import BadInput
 from bench.metrics import auroc
 from bench.registry import ATTACKS, DATASETS, METHODS, PROTOCOLS
+from bench.store import _pid_alive
 from bench.validation import build_method, fit_cached
 
 YARDSTICK = "pgd-1000x10"
@@ -103,16 +104,6 @@ def detector_digest(detector: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class RestartStore:
     """Finished yardstick restarts, one npz each: scores of the restart's worst case per image, its
     gradient evaluations and queries per image, its seconds and the key it was made under."""
@@ -149,7 +140,7 @@ class RestartStore:
                 handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
                 host, _, pid = path.read_text(encoding="utf-8").partition(" ")
-                if host != socket.gethostname() or not pid.strip().isdigit() or _alive(int(pid)):
+                if host != socket.gethostname() or not pid.strip().isdigit() or _pid_alive(int(pid)):
                     return False
                 path.unlink(missing_ok=True)  # its process died: take it over
                 continue
