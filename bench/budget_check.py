@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import os
 import socket
@@ -43,6 +42,7 @@ from bench.attacks.base import objective_sign
 from bench.cache import DetectorCache
 from bench.config import for_dataset, get_profile
 from bench.contracts import EvalSet
+from bench.digests import detector_digest, tensor_digest
 from bench.errors import BadInput
 from bench.metrics import auroc
 from bench.registry import ATTACKS, DATASETS, METHODS, PROTOCOLS
@@ -86,22 +86,6 @@ def first_per_side(evalset: EvalSet, per_side: int) -> EvalSet:
 def restart_seed(seed: int, restart: int) -> int:
     """The seed of yardstick restart ``restart`` (distinct from the profile attacks' ``seed``)."""
     return 1000 * (seed + 1) + restart
-
-
-def tensor_digest(*tensors: torch.Tensor) -> str:
-    digest = hashlib.sha256()
-    for tensor in tensors:
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def detector_digest(detector: torch.nn.Module) -> str:
-    """A digest of the detector's weights and buffers, in state_dict order."""
-    digest = hashlib.sha256()
-    for name, tensor in detector.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 class RestartStore:

@@ -31,6 +31,7 @@ from bench.attacks.base import Attack, detector_device
 from bench.cache import DetectorCache
 from bench.contracts import Cell, EvalSet, RunContext
 from bench.detector import Detector
+from bench.digests import detector_digest
 from bench.errors import NotApplicable
 from bench.metrics import METRICS, detection_metrics, id_acc
 from bench.plan import RunPlan, Unit, UnitGroup, detector_key
@@ -50,6 +51,7 @@ class UnitResult:
     warnings: list[str] = field(default_factory=list)  # lines for manifest.json "warnings"
     artifacts: dict[str, bytes] = field(default_factory=dict)  # the group's artifacts (first unit only)
     attack_batch: int | None = None  # attack batch size after halving on out-of-memory; None: whole sets
+    redone: bool = False  # a finished unit recomputed because its rows came from another detector
 
     @property
     def status(self) -> str:
@@ -66,17 +68,22 @@ def build_cell(plan: RunPlan, cell_id: str, seed: int) -> Cell:
 def execute_group(
     plan: RunPlan, group: UnitGroup, cache: DetectorCache, log: Log = None, cell: Cell | None = None
 ) -> Iterator[UnitResult]:
-    """One UnitResult per attack of ``group``, in order. A failure after ``k`` results gives error rows
-    for the remaining attacks (the reason is the exception's type and first line)."""
-    done = 0
+    """One UnitResult per attack of ``group``, in order (with the group's finished attacks when its
+    detector has changed: ``units_to_run``). A failure gives error rows for the attacks not yet done (the
+    reason is the exception's type and first line)."""
+    todo = group.units()  # _execute widens it when finished attacks are to be recomputed
+    done: set[tuple] = set()
     try:
-        for result in _execute(plan, group, cache, log, cell):
-            done += 1
+        for result in _execute(plan, group, cache, log, cell, todo):
+            done.add(result.unit.key)
             yield result
     except Exception as error:  # noqa: BLE001 - a failing unit group becomes error rows; the run goes on
         if log:
             log(f"{group.method} {group.cell} seed {group.seed} failed:\n{traceback.format_exc()}")
-        yield from failed_group(plan, group, failure_reason(error), skip=done)
+        reason = failure_reason(error)
+        for unit in todo:
+            if unit.key not in done:
+                yield UnitResult(unit, error_rows(plan, unit, reason))
 
 
 def failure_reason(error: BaseException) -> str:
@@ -84,31 +91,59 @@ def failure_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {first_line}"[:300]
 
 
-def failed_group(plan: RunPlan, group: UnitGroup, reason: str, skip: int = 0) -> Iterator[UnitResult]:
-    """``status=error`` results for the attacks of ``group`` after the first ``skip``."""
-    for unit in group.units()[skip:]:
+def failed_group(plan: RunPlan, group: UnitGroup, reason: str) -> Iterator[UnitResult]:
+    """``status=error`` results for the pending attacks of ``group`` (it could not run at all)."""
+    for unit in group.units():
         yield UnitResult(unit, error_rows(plan, unit, reason))
 
 
 def _execute(
-    plan: RunPlan, group: UnitGroup, cache: DetectorCache, log: Log, cell: Cell | None
+    plan: RunPlan, group: UnitGroup, cache: DetectorCache, log: Log, cell: Cell | None, todo: list[Unit]
 ) -> Iterator[UnitResult]:
     cell = cell if cell is not None else build_cell(plan, group.cell, group.seed)
     recovered_before = len(cache.recovered)
     detector, reason, fit_seconds = fit_detector(plan, group.method, cell, cache, log)
-    artifacts = collect_artifacts(plan, group, cell, cache, log) if detector is not None else {}
-    cache_warnings = cache.recovered[recovered_before:]
+    digest = detector_digest(detector) if detector is not None else ""
+    units, redo, mixed = units_to_run(plan, group, digest)
+    todo[:] = units
+    artifacts = {}
+    if detector is not None:
+        artifacts = collect_artifacts(plan, group, cell, cache, log, force=bool(redo))
+    cache_warnings = cache.recovered[recovered_before:] + ([mixed] if mixed else [])
+    if mixed and log:
+        log(mixed)
     clean_scores: dict[str, np.ndarray] = {}
     batch: int | None = None
-    for index, unit in enumerate(group.units()):
+    for index, unit in enumerate(units):
         extra = {"artifacts": artifacts, "warnings": list(cache_warnings)} if index == 0 else {}
         if detector is None:
             result = UnitResult(unit, na_rows(plan, unit, cell, reason))
         else:
-            result, batch = attack_unit(plan, unit, cell, detector, fit_seconds, clean_scores, batch)
+            result, batch = attack_unit(plan, unit, cell, detector, fit_seconds, clean_scores, batch, digest)
         result.artifacts = extra.get("artifacts", {})
         result.warnings = extra.get("warnings", []) + result.warnings
+        result.redone = unit.attack in redo
         yield result
+
+
+def units_to_run(plan: RunPlan, group: UnitGroup, digest: str) -> tuple[list[Unit], set[str], str]:
+    """(the units to compute, the finished attacks among them, the manifest warning when there are any).
+    The group's pending units, and, when the detector in hand is not the one behind the group's finished
+    rows (another ``detector_digest``: trained again on another machine), those finished attacks too,
+    so every row of a (method, cell, seed) comes from one detector. Rows written before the digest
+    existed ("") cannot be checked and stay."""
+    redo = {attack for attack, old in group.finished if old and digest and old != digest}
+    if not redo:
+        return group.units(), set(), ""
+    olds = sorted({old for attack, old in group.finished if attack in redo})
+    wanted = redo | set(group.attacks)
+    units = [Unit(group.method, group.cell, group.seed, a) for a in plan.attacks if a in wanted]
+    mixed = (
+        f"{group.method} {group.cell} seed {group.seed}: the detector's weights (digest {digest}) are not "
+        f"those behind its finished {', '.join(sorted(redo))} rows ({', '.join(olds)}; trained again, "
+        "on another machine or with other library versions): those attacks were recomputed with it"
+    )
+    return units, redo, mixed
 
 
 def fit_detector(
@@ -153,13 +188,13 @@ def method_task(plan: RunPlan, method_name: str, cell: Cell):
 
 
 def collect_artifacts(
-    plan: RunPlan, group: UnitGroup, cell: Cell, cache: DetectorCache, log: Log
+    plan: RunPlan, group: UnitGroup, cell: Cell, cache: DetectorCache, log: Log, force: bool = False
 ) -> dict[str, bytes]:
     """The method's per-cell files (relative path -> bytes), written into a temporary folder and read
-    back; empty when the run folder has them already (a resumed run; a rerun of stale units makes them
-    again) or the method writes none."""
+    back; empty when the run folder has them already (a resumed run; a rerun of stale units, or
+    ``force`` for a group recomputed with another detector, makes them again) or the method writes none."""
     folder = plan.run_dir / "artifacts" / group.method / f"{cell.cell_id}-seed{group.seed}"
-    if folder.exists() and not any(unit in plan.stale for unit in group.units()):
+    if folder.exists() and not force and not any(unit in plan.stale for unit in group.units()):
         return {}
     with tempfile.TemporaryDirectory(prefix="bench-artifacts-") as folder:
         staging = Path(folder)
@@ -180,6 +215,7 @@ def attack_unit(
     fit_seconds: float,
     clean_scores: dict[str, np.ndarray],
     batch: int | None = None,
+    digest: str = "",
 ) -> tuple[UnitResult, int | None]:
     """Run one attack on every evaluation set of the cell: (its result, the attack batch that worked)."""
     attack = plan.attack(unit.attack, unit.seed)
@@ -206,7 +242,7 @@ def attack_unit(
         results.append((evalset, values))
     attack_seconds = time.perf_counter() - started
     warnings = [f"{unit.method} {unit.cell} seed {unit.seed} {unit.attack}: {m}" for m in attack.warnings]
-    rows = ok_rows(plan, unit, cell, attack, results, fit_seconds, attack_seconds)
+    rows = ok_rows(plan, unit, cell, attack, results, fit_seconds, attack_seconds, digest)
     return UnitResult(unit, rows, arrays, warnings, attack_batch=batch), batch
 
 
@@ -256,8 +292,11 @@ def id_accuracy(detector: Detector, x_adv: torch.Tensor, evalset: EvalSet) -> fl
 # Rows
 
 
-def unit_fields(plan: RunPlan, unit: Unit, attack: Attack, status: str, reason: str = "") -> dict:
-    """The columns shared by every row of one (method, cell, seed, attack) unit."""
+def unit_fields(
+    plan: RunPlan, unit: Unit, attack: Attack, status: str, reason: str = "", digest: str = ""
+) -> dict:
+    """The columns shared by every row of one (method, cell, seed, attack) unit; ``digest`` is the
+    detector's (``bench.digests.detector_digest``; "" on rows no detector produced)."""
     spent = status == "ok"
     budget = attack.spent_budget() if spent else attack.budget()
     return {
@@ -269,6 +308,7 @@ def unit_fields(plan: RunPlan, unit: Unit, attack: Attack, status: str, reason: 
         "seed": unit.seed,
         "attack": unit.attack,
         "attack_hash": plan.attack_hashes[unit.attack],
+        "detector_digest": digest,
         "eps": plan.dataset.eps if attack.uses_eps else 0.0,
         "steps": budget.steps,
         "restarts": budget.restarts,
@@ -306,10 +346,10 @@ def error_rows(plan: RunPlan, unit: Unit, reason: str) -> list[dict]:
 
 
 def ok_rows(
-    plan: RunPlan, unit: Unit, cell: Cell, attack, results, fit_seconds, attack_seconds
+    plan: RunPlan, unit: Unit, cell: Cell, attack, results, fit_seconds, attack_seconds, digest: str = ""
 ) -> list[dict]:
     """One row per (evaluation set, metric); with several sets, also their mean as ``<cell>:mean``."""
-    fields = unit_fields(plan, unit, attack, "ok")
+    fields = unit_fields(plan, unit, attack, "ok", digest=digest)
     timing = (round(fit_seconds, 3), round(attack_seconds, 3))
     rows = []
     per_metric: dict[str, list[float]] = {}

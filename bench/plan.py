@@ -111,12 +111,16 @@ class Unit:
 
 @dataclass(frozen=True)
 class UnitGroup:
-    """The pending units of one (method, cell, seed): fitted once, then attacked once per attack."""
+    """The pending units of one (method, cell, seed): fitted once, then attacked once per attack.
+    ``finished`` holds the group's attacks that have rows already, with the ``detector_digest`` those rows
+    carry: a detector with another digest (trained again on another machine, or by other library
+    versions) recomputes them too, so a group's rows never come from two detectors."""
 
     method: str
     cell: str
     seed: int
     attacks: tuple[str, ...]
+    finished: tuple[tuple[str, str], ...] = ()  # (attack, detector_digest) of its rows
 
     def units(self) -> list[Unit]:
         return [Unit(self.method, self.cell, self.seed, attack) for attack in self.attacks]
@@ -539,12 +543,24 @@ def pending_units(plan: RunPlan) -> tuple[list[Unit], list[Unit]]:
     return units, [u for u in units if u.key not in done or u.key in stale]
 
 
-def group_units(units: list[Unit]) -> list[UnitGroup]:
-    """Units grouped by (method, cell, seed), in the order of their first unit."""
+def group_units(
+    units: list[Unit], digests: dict[tuple[str, str, int], dict[str, str]] | None = None
+) -> list[UnitGroup]:
+    """Units grouped by (method, cell, seed), in the order of their first unit; ``digests`` (the store's
+    ``detector_digests()``) gives each group the digests of its attacks that are finished already."""
     groups: dict[tuple[str, str, int], list[str]] = {}
     for unit in units:
         groups.setdefault((unit.method, unit.cell, unit.seed), []).append(unit.attack)
-    return [UnitGroup(m, c, s, tuple(attacks)) for (m, c, s), attacks in groups.items()]
+    return [
+        UnitGroup(
+            m,
+            c,
+            s,
+            tuple(attacks),
+            tuple((a, d) for a, d in (digests or {}).get((m, c, s), {}).items() if a not in attacks),
+        )
+        for (m, c, s), attacks in groups.items()
+    ]
 
 
 def _build(cls, settings: dict[str, Any], name: str):

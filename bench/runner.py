@@ -84,17 +84,21 @@ class Runner:
             self.manifest = self._start_manifest(len(units), len(pending))
             if self.progress:
                 self.progress("", 0, len(pending))
-            groups = group_units(pending)
+            groups = group_units(pending, self.store.detector_digests())
+            redone = 0  # finished units recomputed with their group (another detector: bench.execute)
             for completed, result in enumerate(
                 self.executor.run(self.plan, groups, self.cache, self.log), start=1
             ):
                 self._store(result)
+                redone += result.redone
                 if self.progress:
                     unit = result.unit
-                    self.progress(f"{unit.method} {unit.cell} seed {unit.seed}", completed, len(pending))
+                    total = len(pending) + redone
+                    self.progress(f"{unit.method} {unit.cell} seed {unit.seed}", completed, total)
             self.manifest["finished"] = now()
             self.manifest["invocations"][-1]["finished"] = self.manifest["finished"]
             self.manifest["invocations"][-1]["units_error"] = self.errors
+            self.manifest["invocations"][-1]["units_redone"] = redone
             self._write_manifest()
         return self.manifest
 

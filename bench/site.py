@@ -107,8 +107,9 @@ def load_source(path: Path, index: int = 0) -> Source:
         raise BadInput(
             f"{results} lacks the columns {', '.join(missing)}; accepted: the columns of results.csv"
         )
-    if "attack_hash" not in df.columns:
-        df["attack_hash"] = ""
+    for column in ("attack_hash", "detector_digest"):  # results.csv files from before these columns
+        if column not in df.columns:
+            df[column] = ""
     df = df[COLUMNS].copy()
     name = path.stem if path.is_file() else path.name
     return Source(

@@ -34,6 +34,7 @@ COLUMNS = [
     "seed",
     "attack",
     "attack_hash",
+    "detector_digest",
     "eps",
     "steps",
     "restarts",
@@ -55,9 +56,12 @@ COLUMNS = [
     "timestamp",
 ]
 
+# Columns of results.csv before ``detector_digest`` existed; such files are still read (their rows' digest
+# is empty: the detector behind them is unknown) and get the column when a unit is next written.
+PRE_DIGEST_COLUMNS = [c for c in COLUMNS if c != "detector_digest"]
 # Columns of results.csv before ``attack_hash`` existed; such files are still read, and every unit in
 # them counts as stale (its attack code is unknown).
-LEGACY_COLUMNS = [c for c in COLUMNS if c != "attack_hash"]
+LEGACY_COLUMNS = [c for c in PRE_DIGEST_COLUMNS if c != "attack_hash"]
 
 AGGREGATE_SUFFIX = ":mean"  # cells named "<cell>:mean" hold the mean over a cell's evaluation sets
 
@@ -106,7 +110,11 @@ class ResultStore:
             return []
         with self.results_path.open(newline="") as handle:
             reader = csv.DictReader(handle)
-            if reader.fieldnames is not None and list(reader.fieldnames) not in (COLUMNS, LEGACY_COLUMNS):
+            if reader.fieldnames is not None and list(reader.fieldnames) not in (
+                COLUMNS,
+                PRE_DIGEST_COLUMNS,
+                LEGACY_COLUMNS,
+            ):
                 raise ValueError(f"{self.results_path} has unexpected columns {reader.fieldnames}")
             return [{column: row.get(column, "") for column in COLUMNS} for row in reader]
 
@@ -124,6 +132,16 @@ class ResultStore:
                 continue
             key = (r["method"], unit_of(r["cell"]), int(r["seed"]), r["attack"])
             found.setdefault(key, set()).add((r["method_hash"], r["attack_hash"]))
+        return found
+
+    def detector_digests(self) -> dict[tuple[str, str, int], dict[str, str]]:
+        """(method, cell, seed) -> {attack: the ``detector_digest`` of its rows} for the finished units
+        (``status=error`` rows aside; "" for rows written before the column existed)."""
+        found: dict[tuple[str, str, int], dict[str, str]] = {}
+        for r in self.read_rows():
+            if r["status"] != "error":
+                key = (r["method"], unit_of(r["cell"]), int(r["seed"]))
+                found.setdefault(key, {})[r["attack"]] = r["detector_digest"]
         return found
 
     def append_rows(self, rows: list[dict[str, Any]]) -> None:
