@@ -1,6 +1,7 @@
 """Our numbers beside the papers': a Markdown table for the README (issue 12, Sec. 5).
 
 ``python -m bench.paper_table results/reference/* [--published results/published] [--papers rodeo]``
+``python -m bench.paper_table --grid results/reference/*-reference``
 
 For every published row that matches ours on (method, protocol, dataset, attack) and is a mean over cells
 (the papers' Table 1 columns): our mean over the cells we ran (``bench.site.published_comparison``), the
@@ -8,6 +9,10 @@ published value, ours - published in points, the profile ours ran in, and how ma
 the protocol's. A row over fewer cells than the protocol has is marked *partial*: a reference grid still
 running is not a comparison yet. Rows whose |difference| exceeds ``--gap`` (5 points) are marked, since
 each needs a diagnosis.
+
+``--grid`` prints instead where the grids stand, per cell: one row per (data set, cell) that has rows, one
+column per method, each entry the AUROC % for each attack that ran (clean / PGD / AA / A3); "(pending)"
+for a method not run yet on a cell that others have reached.
 """
 
 from __future__ import annotations
@@ -50,7 +55,6 @@ def comparison_rows(runs: list[Path], published_dir: Path, papers: list[str] | N
     if papers:
         published = published[published["source"].str.split().str[0].str.lower().isin(papers)]
     published = published[published["cell"].str.lower().isin(["mean", ""])]
-    attack_order = {"clean": 0, "pgd": 1, "aa": 2, "a3": 3, "blackbox": 4}
     rows = []
     for match in published_comparison(df, published):
         mine = df[
@@ -69,7 +73,7 @@ def comparison_rows(runs: list[Path], published_dir: Path, papers: list[str] | N
             profile_name = match["profile"].split(",")[0].strip()
             total = len(protocol.cell_ids(dataset, get_profile(profile_name), 0))
         rows.append({**match, "cells_ran": ran, "cells_total": total})
-    rows.sort(key=lambda r: (r["dataset"], r["protocol"], r["method"], attack_order.get(r["attack"], 9)))
+    rows.sort(key=lambda r: (r["dataset"], r["protocol"], r["method"], ATTACK_ORDER.get(r["attack"], 9)))
     return rows
 
 
@@ -90,14 +94,72 @@ def markdown(rows: list[dict], gap: float = 5.0) -> str:
     return "\n".join(lines)
 
 
+ATTACK_ORDER = {"clean": 0, "pgd": 1, "aa": 2, "a3": 3, "blackbox": 4}
+
+
+def _cell_order(cell: str) -> tuple[str, int]:
+    """class2 < class10; split0 < split1 (the protocols' cell names end in their index)."""
+    stem = cell.rstrip("0123456789")
+    return stem, int(cell[len(stem) :] or -1)
+
+
+def grid_markdown(runs: list[Path]) -> str:
+    """Per-cell AUROC % of the run folders, one table per protocol: | data, cell | method ... |, each
+    entry the attacks that ran joined by " / " in attack order (a group still running shows fewer);
+    multi-set cells give their ``<cell>:mean`` rows. Columns: the methods the folders plan (manifest)."""
+    from bench.site import combine, load_source
+    from bench.store import AGGREGATE_SUFFIX, unit_of
+
+    sources = [load_source(path, i) for i, path in enumerate(runs)]
+    df = combine(sources)
+    ok = df[(df["status"] == "ok") & (df["metric"] == "auroc")]
+    ok = ok[~ok["cell"].str.contains(":") | ok["cell"].str.endswith(AGGREGATE_SUFFIX)]
+    ok = ok.assign(unit=[unit_of(c) for c in ok["cell"]])
+    planned: dict[str, list[str]] = {}
+    for source in sources:
+        config = source.manifest.get("config") if isinstance(source.manifest.get("config"), dict) else {}
+        for protocol in [config.get("protocol")] if config.get("protocol") else []:
+            methods = planned.setdefault(protocol, [])
+            methods += [m for m in config.get("methods") or {} if m not in methods]
+    tables = []
+    for protocol in sorted(set(ok["protocol"]) | set(planned)):
+        rows = ok[ok["protocol"] == protocol]
+        methods = planned.get(protocol, [])
+        methods = methods + [m for m in dict.fromkeys(rows["method"]) if m not in methods]
+        lines = [
+            f"| data, {protocol} cell | " + " | ".join(methods) + " |",
+            "|" + " --- |" * (len(methods) + 1),
+        ]
+        keys = sorted(
+            set(zip(rows["dataset"], rows["unit"], strict=True)), key=lambda k: (k[0], _cell_order(k[1]))
+        )
+        for dataset, cell in keys:
+            here = rows[(rows["dataset"] == dataset) & (rows["unit"] == cell)]
+            entries = []
+            for method in methods:
+                mine = here[here["method"] == method]
+                values = sorted(
+                    (ATTACK_ORDER.get(a, 9), float(v))
+                    for a, v in zip(mine["attack"], mine["value"], strict=True)
+                )
+                entries.append(" / ".join(f"{100 * v:.1f}" for _, v in values) if values else "(pending)")
+            lines.append(f"| {dataset} {cell} | " + " | ".join(entries) + " |")
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.paper_table", description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--published", type=Path, default=Path("results/published"))
     parser.add_argument("--papers", nargs="+", default=None, help="e.g. rodeo atom (default: all)")
     parser.add_argument("--gap", type=float, default=5.0)
+    parser.add_argument("--grid", action="store_true", help="per-cell AUROC of each run instead")
     args = parser.parse_args(argv)
     try:
+        if args.grid:
+            print(grid_markdown(args.runs))
+            return 0
         if not args.published.is_dir():
             raise BadInput(f"--published {args.published} is not a folder; accepted: a folder of CSV files")
         rows = comparison_rows(args.runs, args.published, args.papers)

@@ -65,3 +65,23 @@ def test_cells_planned_come_from_the_manifest_without_the_data(tmp_path, monkeyp
     assert planned_cells({}) == (None, 0)
     monkeypatch.setattr(DATASETS, "get", lambda name: (_ for _ in ()).throw(AssertionError("data built")))
     assert {r["cells_total"] for r in comparison_rows([run], published)} == {7}
+
+
+def test_grid_prints_each_cell_in_attack_order_and_marks_pending_methods(tmp_path, capsys):
+    import json
+
+    rows = []
+    for cell, clean, pgd in (("class10", 0.95, 0.5), ("class2", 0.9, 0.6)):
+        rows += unit_rows("atom", cell, 0, "pgd", pgd, dataset="digits")  # stored before clean
+        rows += unit_rows("atom", cell, 0, "clean", clean, dataset="digits")
+    run = make_run(tmp_path / "run", rows)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["config"] = {"dataset": "digits", "protocol": "nd", "methods": {"oe": {}, "atom": {}}}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["--grid", str(run)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "| data, nd cell | oe | atom |",
+        "| --- | --- | --- |",
+        "| digits class2 | (pending) | 90.0 / 60.0 |",  # class2 before class10, clean before pgd
+        "| digits class10 | (pending) | 95.0 / 50.0 |",
+    ]
