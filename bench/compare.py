@@ -5,6 +5,10 @@ baseline's by more than the tolerance is a regression, higher by more than it an
 one side only is missing, and so is a key whose status changed (ok on one side, na on the other). Exit 1
 on any regression or missing row, 0 otherwise. Other metrics are matched (so a missing row counts) but
 not judged.
+
+Each change says whether both sides' rows came from the same detector (their ``detector_digest``):
+``same`` points at the attack or the scoring, ``other`` at the training (code, or another CPU kind's
+rounding); empty when a side has no digest (files from before the column).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class Change:
     difference: float | None
     baseline_status: str = "ok"
     candidate_status: str = "ok"
+    detector: str = ""  # "same" / "other": the two rows' detector_digest agree or not; "": unknown
 
     def key_text(self) -> str:
         return (
@@ -68,9 +73,9 @@ class Comparison:
         return json.dumps(data, indent=2, allow_nan=False, default=str)
 
 
-def _load(path: Path) -> dict[tuple, tuple[str, float | None]]:
-    """key -> (status, value) of a results CSV (or a run folder's results.csv); BadInput on a missing
-    file, missing columns or a key that appears twice."""
+def _load(path: Path) -> dict[tuple, tuple[str, float | None, str]]:
+    """key -> (status, value, detector digest or "") of a results CSV (or a run folder's results.csv);
+    BadInput on a missing file, missing columns or a key that appears twice."""
     path = Path(path)
     if path.is_dir():
         path = path / RESULTS_FILE
@@ -80,8 +85,10 @@ def _load(path: Path) -> dict[tuple, tuple[str, float | None]]:
     missing = [c for c in (*KEY, "value", "status") if c not in df.columns]
     if missing:
         raise BadInput(f"{path} lacks the columns {', '.join(missing)}")
-    rows: dict[tuple, tuple[str, float | None]] = {}
-    for record in df[[*KEY, "value", "status"]].itertuples(index=False):
+    if "detector_digest" not in df.columns:
+        df = df.assign(detector_digest="")
+    rows: dict[tuple, tuple[str, float | None, str]] = {}
+    for record in df[[*KEY, "value", "status", "detector_digest"]].itertuples(index=False):
         key = tuple(
             int(v) if name == "seed" else str(v) for name, v in zip(KEY, record[: len(KEY)], strict=True)
         )
@@ -89,7 +96,8 @@ def _load(path: Path) -> dict[tuple, tuple[str, float | None]]:
             shown = " ".join(f"{k}={v}" for k, v in zip(KEY, key, strict=True))
             raise BadInput(f"{path} has two rows for {shown}; compare one run's rows (no duplicates)")
         value = None if record.value is None or math.isnan(record.value) else float(record.value)
-        rows[key] = (str(record.status), value)
+        digest = record.detector_digest
+        rows[key] = (str(record.status), value, "" if not isinstance(digest, str) else digest)
     return rows
 
 
@@ -102,9 +110,12 @@ def compare(baseline: Path, candidate: Path, tolerance: float = DEFAULT_TOLERANC
     def change(key: tuple, b: tuple | None, c: tuple | None) -> Change:
         bv, cv = (b[1] if b else None), (c[1] if c else None)
         diff = None if bv is None or cv is None else cv - bv
+        detector = ""
+        if b and c and b[2] and c[2]:
+            detector = "same" if b[2] == c[2] else "other"
         return Change(
             *key, baseline=bv, candidate=cv, difference=diff,
-            baseline_status=b[0] if b else "", candidate_status=c[0] if c else "",
+            baseline_status=b[0] if b else "", candidate_status=c[0] if c else "", detector=detector,
         )  # fmt: skip
 
     for key, b in base.items():
@@ -144,10 +155,11 @@ def format_text(result: Comparison) -> str:
         f"missing in baseline: {len(result.missing_in_baseline)}, "
         f"status changed: {len(result.status_changed)}",
     ]
+    detector = {"same": " [same detector]", "other": " [another detector]", "": ""}
     for title, changes in (("REGRESSION", result.regressions), ("improvement", result.improvements)):
         for ch in changes:
             change = f"{value(ch.baseline)} -> {value(ch.candidate)} ({ch.difference:+.4f})"
-            lines.append(f"{title}: {ch.key_text()}: {change}")
+            lines.append(f"{title}: {ch.key_text()}: {change}{detector[ch.detector]}")
     for ch in result.missing_in_candidate:
         lines.append(f"MISSING in candidate: {ch.key_text()} (baseline {value(ch.baseline)})")
     for ch in result.missing_in_baseline:

@@ -508,6 +508,23 @@ def test_compare_names_a_lowered_auroc_and_exits_1(tmp_path, capsys):
     )
 
 
+def test_compare_says_whether_a_change_came_from_the_same_detector(tmp_path, capsys):
+    rows = [dict(r, detector_digest="a" * 16) for r in atom_rows()]
+    base = _write_csv(tmp_path / "base.csv", rows)
+    key = ("c1", 1, "aa", "auroc")
+    same = [dict(r) for r in rows]
+    next(r for r in same if (r["cell"], r["seed"], r["attack"], r["metric"]) == key)["value"] = 0.30
+    code, out = _compare(capsys, base, _write_csv(tmp_path / "same.csv", same))
+    assert code == 1 and "0.3500 -> 0.3000 (-0.0500) [same detector]" in out  # the attack or scoring moved
+    other = [dict(r, detector_digest="b" * 16) if r["cell"] == "c1" else dict(r) for r in same]
+    code, out = _compare(capsys, base, _write_csv(tmp_path / "other.csv", other), "--json")
+    (regression,) = json.loads(out)["regressions"]
+    assert regression["detector"] == "other"  # the training moved
+    unknown = [dict(r, detector_digest="") for r in same]  # rows from before the column
+    code, out = _compare(capsys, base, _write_csv(tmp_path / "unknown.csv", unknown))
+    assert "(-0.0500)\n" in out + "\n" and "detector]" not in out
+
+
 def test_compare_missing_rows_and_status_changes_exit_1(tmp_path, capsys):
     rows = atom_rows()
     base = _write_csv(tmp_path / "base.csv", rows)
