@@ -1,6 +1,7 @@
 """Our numbers beside the papers': a Markdown table for the README (issue 12, Sec. 5).
 
-``python -m bench.paper_table results/reference/* [--published results/published] [--papers rodeo]``
+``python -m bench.paper_table results/reference/* [--published results/published] [--papers rodeo]
+[--compact]``
 ``python -m bench.paper_table --grid results/reference/*-reference``
 
 For every published row that matches ours on (method, protocol, dataset, attack) and is a mean over cells
@@ -9,6 +10,11 @@ published value, ours - published in points, the profile ours ran in, and how ma
 the protocol's. A row over fewer cells than the protocol has is marked *partial*: a reference grid still
 running is not a comparison yet. Rows whose |difference| exceeds ``--gap`` (5 points) are marked, since
 each needs a diagnosis.
+
+``--compact`` (the README's form) folds a method's attacks into one row, "clean / PGD / AA / A3" in each
+of ours, published and difference, and the tables that print the same numbers (or some of them) into
+one source ("RODEO Tables 1a, 3c, 5"); a table that prints another number for the same attack gets a row
+of its own.
 
 ``--grid`` prints instead where the grids stand, per cell: one row per (data set, cell) that has rows, one
 column per method, each entry the AUROC % for each attack that ran (clean / PGD / AA / A3); "(pending)"
@@ -96,6 +102,71 @@ def markdown(rows: list[dict], gap: float = 5.0) -> str:
 
 ATTACK_ORDER = {"clean": 0, "pgd": 1, "aa": 2, "a3": 3, "blackbox": 4}
 
+COMPACT_HEADER = (
+    "| data | protocol | method | attack | ours | published | ours - published | cells | source |"
+)
+
+
+def _table_of(source: str) -> tuple[str, str, str]:
+    """("RODEO", "1a", rest) from "RODEO Table 1a, row ..., column ... (published as bce)"."""
+    head, _, rest = source.partition(", ")
+    paper, _, table = head.partition(" Table ")
+    alias = rest[rest.find(" (published as ") :] if " (published as " in rest else ""
+    return paper, table, alias
+
+
+def compact_markdown(rows: list[dict], gap: float = 5.0) -> str:
+    """One row per (data set, protocol, method, published numbers): the attacks joined in attack order,
+    the tables that print those numbers (or a subset of them) joined ("RODEO Tables 1a, 3c, 5"). A (gap)
+    mark follows any attack whose |ours - published| exceeds ``gap`` points."""
+    by_method: dict[tuple, dict[str, list[dict]]] = {}
+    for r in rows:
+        key = (r["dataset"], r["protocol"], r["method"])
+        by_method.setdefault(key, {}).setdefault(r["source"].partition(", ")[0], []).append(r)
+    lines = [COMPACT_HEADER, "|" + " --- |" * (COMPACT_HEADER.count("|") - 1)]
+    for key, tables in by_method.items():
+        # tables that print the same (attack, value) pairs fold together, in first-seen order
+        folded: dict[tuple, list[str]] = {}
+        members: dict[tuple, list[dict]] = {}
+        for table_rows in tables.values():
+            ordered = sorted(table_rows, key=lambda r: ATTACK_ORDER.get(r["attack"], 9))
+            numbers = tuple((r["attack"], r["published"]) for r in ordered)
+            folded.setdefault(numbers, []).append(ordered[0]["source"])
+            members.setdefault(numbers, ordered)
+        kept: dict[tuple, list[str]] = {}
+        for numbers in sorted(folded, key=len, reverse=True):  # a table printing a subset folds in too
+            home = next((k for k in kept if set(numbers) <= set(k)), None)
+            kept.setdefault(home or numbers, []).extend(folded[numbers])
+        for numbers, sources in kept.items():
+            mine = members[numbers]
+            paper, _, alias = _table_of(sources[0])
+            names = sorted((_table_of(s)[1] for s in sources), key=_table_order)
+            source = f"{paper} Table{'s' if len(names) > 1 else ''} {', '.join(names)}{alias}"
+            diffs = [
+                r["diff"] + (" (gap)" if r["diff_value"] != "" and abs(float(r["diff_value"])) > gap else "")
+                for r in mine
+            ]
+            cells = f"{mine[0]['cells_ran']} of {mine[0]['cells_total']}"
+            if mine[0]["cells_ran"] < mine[0]["cells_total"]:
+                cells += " (partial)"
+            attacks = " / ".join(ATTACK_NAMES.get(r["attack"], r["attack"]) for r in mine)
+            ours = " / ".join(r["ours"].text() for r in mine)
+            published = " / ".join(r["published"] for r in mine)
+            lines.append(
+                f"| {key[0]} | {key[1]} | {key[2]} | {attacks} | {ours} | {published} | {' / '.join(diffs)} "
+                f"| {cells} | {source} |"
+            )
+    return "\n".join(lines)
+
+
+ATTACK_NAMES = {"clean": "clean", "pgd": "PGD", "aa": "AA", "a3": "A3"}
+
+
+def _table_order(name: str) -> tuple[int, str]:
+    """Table names in reading order: "1a" < "3c" < "5" < "10"."""
+    digits = name[: len(name) - len(name.lstrip("0123456789"))]
+    return int(digits or 0), name[len(digits) :]
+
 
 def _cell_order(cell: str) -> tuple[str, int]:
     """class2 < class10; split0 < split1 (the protocols' cell names end in their index)."""
@@ -155,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--papers", nargs="+", default=None, help="e.g. rodeo atom (default: all)")
     parser.add_argument("--gap", type=float, default=5.0)
     parser.add_argument("--grid", action="store_true", help="per-cell AUROC of each run instead")
+    parser.add_argument("--compact", action="store_true", help="a method's attacks in one row (README)")
     args = parser.parse_args(argv)
     try:
         if args.grid:
@@ -166,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     except BadInput as error:
         print(f"paper_table: error: {error}", file=sys.stderr)
         return 2
-    print(markdown(rows, args.gap))
+    print(compact_markdown(rows, args.gap) if args.compact else markdown(rows, args.gap))
     return 0
 
 

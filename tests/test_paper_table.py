@@ -85,3 +85,27 @@ def test_grid_prints_each_cell_in_attack_order_and_marks_pending_methods(tmp_pat
         "| digits class2 | (pending) | 90.0 / 60.0 |",  # class2 before class10, clean before pgd
         "| digits class10 | (pending) | 95.0 / 50.0 |",
     ]
+
+
+def test_compact_folds_attacks_and_tables_printing_the_same_numbers(tmp_path, capsys):
+    """--compact: one row per method and published numbers; a table printing a subset of another's
+    numbers folds into it, in reading order (1a, 3c, 10), while one printing another number keeps a row."""
+    run, published = _fixture(tmp_path)
+    (published / "rodeo.csv").write_text(
+        "method,protocol,dataset,cell,attack,metric,value,source\n"
+        'atom,nd,digits,mean,clean,auroc,92.0,"RODEO Table 10, row ATOM, column Clean"\n'
+        'atom,nd,digits,mean,pgd,auroc,70.0,"RODEO Table 10, row ATOM, column PGD"\n'
+        'atom,nd,digits,mean,clean,auroc,92.0,"RODEO Table 1a, row ATOM, column Clean"\n'
+        'atom,nd,digits,mean,pgd,auroc,70.0,"RODEO Table 1a, row ATOM, column PGD"\n'
+        'atom,nd,digits,mean,pgd,auroc,70.0,"RODEO Table 3c, row ATOM, column PGD"\n'
+        'atom,nd,digits,mean,clean,auroc,95.0,"RODEO Table 4, row ATOM, column Clean"\n',
+        encoding="utf-8",
+    )
+    assert main([str(run), "--published", str(published), "--compact"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2:] == [
+        "| digits | nd | atom | clean / PGD | 85.0 / 65.0 | 92.0 / 70.0 | -7.0 (gap) / -5.0 "
+        "| 2 of 10 (partial) "
+        "| RODEO Tables 1a, 3c, 10 |",
+        "| digits | nd | atom | clean | 85.0 | 95.0 | -10.0 (gap) | 2 of 10 (partial) | RODEO Table 4 |",
+    ]
