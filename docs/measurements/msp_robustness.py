@@ -1,7 +1,7 @@
 """Why an undefended classifier keeps much of its AUROC under PGD on MNIST osr (issue 12, Sec. 5).
 
 ``BENCH_DATA=... BENCH_CACHE=... python docs/measurements/msp_robustness.py [--datasets mnist fmnist]
-[--cell split0] [--eps 8 16 32 64]``
+[--cell split0] [--eps 8 16 32 64] [--methods msp atom aloe]``
 
 The papers' undefended or barely defended detectors fall to a few AUROC points under PGD at 8/255 on
 MNIST open-set recognition (RODEO Table 1b: ViT-MSP 2.9, ATOM 4.1, PLP 0.4), while the reference grid's
@@ -12,8 +12,12 @@ On the osr cell's fixed test sample (the grid's images), with the reference prof
 - clean, and under the reference profile's PGD (100 steps) at each ``--eps`` (in 1/255);
 - at 8/255 under the same PGD on a surrogate with the same ranking, ``-max_k log_softmax_k``: if the
   softmax saturated and starved the attack of gradient, the surrogate would score far lower;
-- the inliers' median logit margin (top-1 minus top-2) and the share of images whose max softmax is
-  exactly 1.0 in float32.
+- the inliers' median logit margin (top-1 minus top-2 of the known classes) and the share of images whose
+  max softmax is exactly 1.0 in float32.
+
+``--methods`` runs the same for other classifier-based detectors of the grid (atom, aloe, oe, energy: each
+scored its own way; the surrogate is msp's only). Run it with the grid's code and cache
+(``results/reference/README.md``) to attack the grid's own networks rather than retrain them.
 """
 
 from __future__ import annotations
@@ -56,33 +60,38 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["mnist", "fmnist"])
     parser.add_argument("--cell", default="split0")
     parser.add_argument("--eps", nargs="+", type=float, default=[8, 16, 32, 64])
+    parser.add_argument("--methods", nargs="+", default=["msp"])
     args = parser.parse_args()
     cache = DetectorCache()
-    print("dataset,cell,objective,eps,auroc,seconds")
-    for name in args.datasets:
+    print("method,dataset,cell,objective,eps,auroc,seconds")
+    for name, method in ((n, m) for n in args.datasets for m in args.methods):
         builder = DATASETS.get(name)
         dataset = builder()
         profile = for_dataset(get_profile("reference"), builder)
         cells = PROTOCOLS.get("osr")().cells(dataset, profile, 0, "cpu")
         cell = next(c for c in cells if c.cell_id == args.cell)
-        detector = fit_cached("msp", build_method("msp", {}), cell.task, cache, "cpu")
+        detector = fit_cached(method, build_method(method, {}), cell.task, cache, "cpu")
         evalset = cell.evalsets[0]
         images, is_outlier = evalset.images, evalset.is_outlier
         with torch.inference_mode():
-            logits = detector.network(images[~is_outlier])
+            logits = detector.network(images[~is_outlier])[:, : cell.task.num_classes]
             clean = detector(images).numpy()
         top2 = logits.topk(2, dim=1).values
         margin = float((top2[:, 0] - top2[:, 1]).median())
         saturated = float((torch.softmax(logits, dim=1).amax(dim=1) == 1.0).float().mean())
         print(
-            f"# {name} {args.cell}: inlier median logit margin {margin:.1f}, max softmax == 1.0 "
+            f"# {method} {name} {args.cell}: inlier median logit margin {margin:.1f}, max softmax == 1.0 "
             f"on {saturated:.1%} of the inliers; {len(images)} test images"
         )
-        print(f"{name},{args.cell},score,0,{auroc(clean, is_outlier.numpy()):.4f},0")
+        print(f"{method},{name},{args.cell},score,0,{auroc(clean, is_outlier.numpy()):.4f},0")
         for eps in args.eps:
             started = time.perf_counter()
             value = attacked_auroc(detector, images, is_outlier, eps / 255, profile)
-            print(f"{name},{args.cell},score,{eps:g},{value:.4f},{time.perf_counter() - started:.0f}")
+            print(
+                f"{method},{name},{args.cell},score,{eps:g},{value:.4f},{time.perf_counter() - started:.0f}"
+            )
+        if method != "msp":
+            continue
         started = time.perf_counter()
         surrogate = LogMSP(detector).eval()
         x_adv = (
@@ -93,7 +102,9 @@ def main() -> None:
         with torch.inference_mode():
             value = auroc(detector(x_adv).numpy(), is_outlier.numpy())
         seconds = time.perf_counter() - started
-        print(f"{name},{args.cell},log-surrogate,{args.eps[0]:g},{value:.4f},{seconds:.0f}", flush=True)
+        print(
+            f"{method},{name},{args.cell},log-surrogate,{args.eps[0]:g},{value:.4f},{seconds:.0f}", flush=True
+        )
 
 
 if __name__ == "__main__":
