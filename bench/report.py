@@ -1,5 +1,9 @@
 """The HTML report of a run: a pure function of ``results.csv`` and ``manifest.json``.
 
+``bench run`` writes it at the end of every invocation. A run stopped midway (a reference grid between
+sessions) has none, or an old one: ``python -m bench.report RUN_DIR [RUN_DIR ...]`` writes it from the rows
+there now.
+
 pandas, matplotlib and jinja2 are imported inside the functions so that ``import bench.report`` stays cheap.
 """
 
@@ -445,3 +449,30 @@ def write_report(run_dir: Path) -> Path:
     with _atomic_path(target) as tmp:
         tmp.write_text(html, encoding="utf-8")
     return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write ``report.html`` and ``plots/`` of each run folder; every folder is checked before any is
+    written (a bad one: exit 2, nothing written)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=main.__doc__.split(";")[0])
+    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    args = parser.parse_args(argv)
+    try:
+        for run_dir in args.runs:
+            if not (run_dir / RESULTS_FILE).is_file():
+                raise BadInput(f"no {RESULTS_FILE} in {run_dir}; accepted: a run folder (bench run --out)")
+            load_manifest(run_dir)
+        for run_dir in args.runs:
+            rows = len(load_results(run_dir))
+            print(f"{write_report(run_dir)} ({rows} rows)")
+    except BadInput as error:
+        print(f"bench.report: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -207,3 +207,15 @@ def test_single_cell_has_no_cell_plot(tmp_path):
     written = report.write_plots(report.load_results(run), run / "plots")
     assert [p.name for p in written] == ["auroc_by_attack.png"]
     assert sorted(p.name for p in (run / "plots").iterdir()) == ["auroc_by_attack.png"]
+
+
+def test_module_writes_the_report_of_a_stopped_run_and_refuses_a_bad_folder(tmp_path, capsys):
+    """``python -m bench.report DIR ...``: a run stopped midway gets its report from the rows there now;
+    a folder without results.csv is named, exit 2, and no folder is written."""
+    run = _make_run(tmp_path / "run", _osr_rows())
+    assert not (run / "report.html").exists()
+    assert report.main([str(run), str(tmp_path / "nowhere")]) == 2
+    assert "no results.csv in" in capsys.readouterr().err and not (run / "report.html").exists()
+    assert report.main([str(run)]) == 0
+    assert f"{run / 'report.html'} ({len(_osr_rows())} rows)" in capsys.readouterr().out
+    assert (run / "report.html").read_text(encoding="utf-8") == report.write_report(run).read_text()
