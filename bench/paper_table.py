@@ -19,15 +19,32 @@ of its own.
 ``--grid`` prints instead where the grids stand, per cell: one row per (data set, cell) that has rows, one
 column per method, each entry the AUROC % for each attack that ran (clean / PGD / AA / A3); "(pending)"
 for a method not run yet on a cell that others have reached.
+
+Only finished groups count, in both tables: a (method, cell, seed) of a run folder whose rows lack one of
+the attacks its manifest plans (a group still running, or one that failed) is left out, so a mean never
+mixes cells that different attacks have reached, and a grid's folder prints the same tables while a group
+is in flight as when it was last committed.
+
+``--readme README.md`` rewrites, instead of printing, every block of that file fenced by
+``<!-- paper_table ARGS -->`` and ``<!-- /paper_table -->`` with this module's output for ARGS (for
+example ``--grid results/reference/*-reference``, globs expanded from the file's folder), so the README's
+tables are generated from the committed results; ``tests/test_readme_tables.py`` checks that they are.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
+import re
+import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.errors import BadInput
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 HEADER = (
     "| dataset | protocol | method | attack | ours | published | ours - published | profile | cells "
@@ -48,15 +65,38 @@ def planned_cells(manifest: dict) -> tuple[tuple[str, str] | None, int]:
         return None, 0
 
 
+def finished_rows(sources: list) -> pd.DataFrame:
+    """``combine(sources)`` without the rows of unfinished groups: a (source, method, cell unit, seed) whose
+    non-error rows lack an attack that its source's manifest plans. Sources without planned attacks (a
+    bare CSV) keep every row."""
+    from bench.site import combine
+    from bench.store import unit_of
+
+    df = combine(sources)
+    if df.empty:
+        return df
+    planned = {}
+    for i, source in enumerate(sources):
+        config = source.manifest.get("config") if isinstance(source.manifest.get("config"), dict) else {}
+        planned[i] = set(config.get("attacks") or ())
+    group = list(zip(df["_source"], df["method"], [unit_of(c) for c in df["cell"]], df["seed"], strict=True))
+    reached: dict[tuple, set] = {}
+    for key, attack, status in zip(group, df["attack"], df["status"], strict=True):
+        if status != "error":
+            reached.setdefault(key, set()).add(attack)
+    keep = [planned[key[0]] <= reached.get(key, set()) for key in group]
+    return df[keep]
+
+
 def comparison_rows(runs: list[Path], published_dir: Path, papers: list[str] | None = None) -> list[dict]:
     """One dict per matched published mean-over-cells row, sorted by dataset, protocol, method, attack."""
     from bench.config import get_profile
     from bench.registry import DATASETS, PROTOCOLS
-    from bench.site import combine, load_published, load_source, published_comparison
+    from bench.site import load_published, load_source, published_comparison
 
     sources = [load_source(path, i) for i, path in enumerate(runs)]
     planned = {key: cells for source in sources for key, cells in [planned_cells(source.manifest)] if key}
-    df = combine(sources)
+    df = finished_rows(sources)
     published = load_published(published_dir)
     if papers:
         published = published[published["source"].str.split().str[0].str.lower().isin(papers)]
@@ -176,13 +216,13 @@ def _cell_order(cell: str) -> tuple[str, int]:
 
 def grid_markdown(runs: list[Path]) -> str:
     """Per-cell AUROC % of the run folders, one table per protocol: | data, cell | method ... |, each
-    entry the attacks that ran joined by " / " in attack order (a group still running shows fewer);
+    entry the attacks of a finished group joined by " / " in attack order;
     multi-set cells give their ``<cell>:mean`` rows. Columns: the methods the folders plan (manifest)."""
-    from bench.site import combine, load_source
+    from bench.site import load_source
     from bench.store import AGGREGATE_SUFFIX, unit_of
 
     sources = [load_source(path, i) for i, path in enumerate(runs)]
-    df = combine(sources)
+    df = finished_rows(sources)
     ok = df[(df["status"] == "ok") & (df["metric"] == "auroc")]
     ok = ok[~ok["cell"].str.contains(":") | ok["cell"].str.endswith(AGGREGATE_SUFFIX)]
     ok = ok.assign(unit=[unit_of(c) for c in ok["cell"]])
@@ -219,26 +259,71 @@ def grid_markdown(runs: list[Path]) -> str:
     return "\n\n".join(tables)
 
 
-def main(argv: list[str] | None = None) -> int:
+BLOCK = re.compile(r"(<!-- paper_table (?P<args>[^>]*?) -->\n)(?P<body>.*?)(<!-- /paper_table -->)", re.S)
+
+
+def render(argv: list[str]) -> str:
+    """This module's output for a command line (``--grid``/``--compact``/plain), as text."""
+    args = parse_args(argv)
+    if args.grid:
+        return grid_markdown(args.runs)
+    if not args.published.is_dir():
+        raise BadInput(f"--published {args.published} is not a folder; accepted: a folder of CSV files")
+    rows = comparison_rows(args.runs, args.published, args.papers)
+    return compact_markdown(rows, args.gap) if args.compact else markdown(rows, args.gap)
+
+
+def refresh_readme(text: str, folder: Path) -> str:
+    """``text`` with every ``<!-- paper_table ARGS -->`` block's body replaced by the output for ARGS
+    (paths and globs relative to ``folder``, the README's)."""
+
+    def one(match: re.Match) -> str:
+        argv = []
+        for word in shlex.split(match["args"]):
+            hits = sorted(glob.glob(word, root_dir=folder)) if any(c in word for c in "*?[") else []
+            argv += hits or [word]
+        argv = [str(folder / a) if (folder / a).exists() and not a.startswith("-") else a for a in argv]
+        if "--published" not in argv:
+            argv += ["--published", str(folder / "results" / "published")]
+        return f"{match[1]}\n{render(argv)}\n\n{match[4]}"
+
+    return BLOCK.sub(one, text)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.paper_table", description=__doc__.split("\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("runs", nargs="*", type=Path)
     parser.add_argument("--published", type=Path, default=Path("results/published"))
     parser.add_argument("--papers", nargs="+", default=None, help="e.g. rodeo atom (default: all)")
     parser.add_argument("--gap", type=float, default=5.0)
     parser.add_argument("--grid", action="store_true", help="per-cell AUROC of each run instead")
     parser.add_argument("--compact", action="store_true", help="a method's attacks in one row (README)")
+    parser.add_argument("--readme", type=Path, default=None, help="rewrite this file's paper_table blocks")
     args = parser.parse_args(argv)
+    if not args.runs and args.readme is None:
+        parser.error("the following arguments are required: runs (or --readme FILE)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
-        if args.grid:
-            print(grid_markdown(args.runs))
+        if args.readme is not None:
+            if not args.readme.is_file():
+                raise BadInput(f"--readme {args.readme} is not a file; accepted: a Markdown file")
+            text = args.readme.read_text(encoding="utf-8")
+            blocks = len(BLOCK.findall(text))
+            if not blocks:
+                raise BadInput(f"--readme {args.readme} has no <!-- paper_table ARGS --> block")
+            new = refresh_readme(text, args.readme.parent)
+            if new != text:
+                args.readme.write_text(new, encoding="utf-8")
+            print(f"{args.readme}: {blocks} blocks, {'rewritten' if new != text else 'unchanged'}")
             return 0
-        if not args.published.is_dir():
-            raise BadInput(f"--published {args.published} is not a folder; accepted: a folder of CSV files")
-        rows = comparison_rows(args.runs, args.published, args.papers)
+        print(render(argv if argv is not None else sys.argv[1:]))
     except BadInput as error:
         print(f"paper_table: error: {error}", file=sys.stderr)
         return 2
-    print(compact_markdown(rows, args.gap) if args.compact else markdown(rows, args.gap))
     return 0
 
 

@@ -109,3 +109,58 @@ def test_compact_folds_attacks_and_tables_printing_the_same_numbers(tmp_path, ca
         "| RODEO Tables 1a, 3c, 10 |",
         "| digits | nd | atom | clean | 85.0 | 95.0 | -10.0 (gap) | 2 of 10 (partial) | RODEO Table 4 |",
     ]
+
+
+def _planned_run(tmp_path, rows, attacks=("clean", "pgd")):
+    import json
+
+    run = make_run(tmp_path / "run", rows)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["config"] = {"dataset": "digits", "protocol": "nd", "methods": {"atom": {}}, "seeds": [0]}
+    manifest["config"]["attacks"] = dict.fromkeys(attacks, {})
+    manifest["invocations"] = [{"units_total": 20}]  # 10 cells planned
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    return run
+
+
+def test_a_group_in_flight_counts_in_neither_table(tmp_path, capsys):
+    """class1 has clean but not yet pgd (its group is running): the grid leaves it out, and the comparison
+    averages class0 alone for both attacks instead of mixing one cell's pgd with two cells' clean."""
+    rows = unit_rows("atom", "class0", 0, "clean", 0.9, dataset="digits")
+    rows += unit_rows("atom", "class0", 0, "pgd", 0.6, dataset="digits")
+    rows += unit_rows("atom", "class1", 0, "clean", 0.5, dataset="digits")
+    run = _planned_run(tmp_path, rows)
+    _, published = _fixture(tmp_path / "pub")
+    rows = comparison_rows([run], published)
+    assert [(r["attack"], r["ours"].text(), r["cells_ran"]) for r in rows] == [
+        ("clean", "90.0", 1),
+        ("pgd", "60.0", 1),
+    ]
+    assert main(["--grid", str(run)]) == 0
+    assert capsys.readouterr().out.splitlines()[2:] == ["| digits class0 | 90.0 / 60.0 |"]
+
+
+def test_readme_blocks_are_rewritten_from_the_runs_and_bad_input_is_refused(tmp_path, capsys):
+    rows = []
+    for attack, value in (("clean", 0.9), ("pgd", 0.6)):
+        rows += unit_rows("atom", "class0", 0, attack, value, dataset="digits")
+    _planned_run(tmp_path / "results" / "reference", rows)
+    (tmp_path / "results" / "published").mkdir(parents=True)
+    (tmp_path / "results" / "published" / "rodeo.csv").write_text(PUBLISHED, encoding="utf-8")
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "text\n<!-- paper_table --grid results/reference/* -->\nstale\n<!-- /paper_table -->\nmore\n"
+        "<!-- paper_table --compact results/reference/* -->\n<!-- /paper_table -->\n",
+        encoding="utf-8",
+    )
+    assert main(["--readme", str(readme)]) == 0
+    assert "2 blocks, rewritten" in capsys.readouterr().out
+    text = readme.read_text(encoding="utf-8")
+    assert "stale" not in text and text.startswith("text\n<!-- paper_table --grid results/reference/* -->\n")
+    assert "| digits class0 | 90.0 / 60.0 |" in text and "\nmore\n" in text
+    assert "| digits | nd | atom | clean / PGD | 90.0 / 60.0 | 92.0 / 70.0 |" in text
+    assert main(["--readme", str(readme)]) == 0  # a second pass changes nothing
+    assert "2 blocks, unchanged" in capsys.readouterr().out
+    (tmp_path / "plain.md").write_text("no blocks\n", encoding="utf-8")
+    assert main(["--readme", str(tmp_path / "plain.md")]) == 2
+    assert "has no <!-- paper_table ARGS --> block" in capsys.readouterr().err

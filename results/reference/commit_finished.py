@@ -1,0 +1,121 @@
+"""Commit the reference grids' finished groups, and the README tables made from them, while grids run.
+
+    .venv/bin/python results/reference/commit_finished.py "reference grids: ..."   # stage and commit
+    .venv/bin/python results/reference/commit_finished.py --dry                    # say what it would do
+
+A group is (method, cell, seed): the fit and every attack the folder's manifest plans. For each
+``results/reference/*-reference`` folder it stages results.csv holding only the rows of finished groups
+(written to git's index, not to the file, which the running grid keeps appending to), the manifest, and
+the scores and artifacts of finished groups; a group in flight stays out, so a commit never holds half a
+group (results/reference/README.md, "The machines"). Then it rewrites the README's ``<!-- paper_table -->``
+blocks from exactly what it staged (``python -m bench.paper_table --readme``; tests/test_readme_tables.py
+checks them) and commits the index. It refuses to start when anything else is staged, so nothing else
+goes in. Never ``git commit -a`` beside a running grid: it would commit the group in flight.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+GRIDS = "results/reference"
+
+
+def _git(root: Path, *args: str, data: bytes | None = None) -> str:
+    done = subprocess.run(["git", *args], cwd=root, input=data, capture_output=True, check=True)
+    return done.stdout.decode()
+
+
+def finished(folder: Path) -> tuple[list[str], list[dict], set[tuple], set[tuple]]:
+    """(columns, rows of finished groups, finished groups, groups in flight) of one grid folder."""
+    from bench.store import unit_of
+
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    planned = set(manifest["config"]["attacks"])
+    with (folder / "results.csv").open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        columns, rows = list(reader.fieldnames or []), list(reader)
+    reached: dict[tuple, set] = {}
+    for r in rows:
+        key = (r["method"], unit_of(r["cell"]), r["seed"])
+        reached.setdefault(key, set())
+        if r["status"] != "error":
+            reached[key].add(r["attack"])
+    done = {key for key, attacks in reached.items() if planned <= attacks}
+    kept = [r for r in rows if (r["method"], unit_of(r["cell"]), r["seed"]) in done]
+    return columns, kept, done, set(reached) - done
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("message", nargs="?", help="the commit message")
+    parser.add_argument("--dry", action="store_true", help="print what would be committed; touch nothing")
+    parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[2])
+    args = parser.parse_args(argv)
+    if not args.dry and not args.message:
+        parser.error("a commit message is required (or --dry)")
+    root = args.root
+    staged = _git(root, "diff", "--cached", "--name-only").split()
+    if staged and not args.dry:
+        print(
+            f"commit_finished: error: already staged: {' '.join(staged)}; commit or unstage them first",
+            file=sys.stderr,
+        )
+        return 2
+    sys.path.insert(0, str(root))
+    from bench.paper_table import refresh_readme
+
+    snapshot = Path(tempfile.mkdtemp(prefix="grids-"))
+    paths, summary = [], []
+    try:
+        shutil.copytree(root / "results" / "published", snapshot / "results" / "published")
+        for folder in sorted((root / GRIDS).glob("*-reference")):
+            columns, kept, done, in_flight = finished(folder)
+            text = io.StringIO()
+            writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(kept)
+            rel = folder.relative_to(root)
+            (snapshot / rel).mkdir(parents=True)
+            (snapshot / rel / "results.csv").write_text(text.getvalue(), encoding="utf-8")
+            shutil.copy(folder / "manifest.json", snapshot / rel / "manifest.json")
+            summary.append(
+                f"{rel.name}: {len(done)} groups finished"
+                + (f"; in flight, left out: {sorted(in_flight)}" if in_flight else "")
+            )
+            if args.dry:
+                continue
+            blob = _git(root, "hash-object", "-w", "--stdin", data=text.getvalue().encode()).strip()
+            _git(root, "update-index", "--add", "--cacheinfo", f"100644,{blob},{rel / 'results.csv'}")
+            paths += [str(rel / "results.csv"), str(rel / "manifest.json")]
+            for method, cell, seed in sorted(done):
+                for path in (
+                    folder / "scores" / method / cell,
+                    folder / "artifacts" / method / f"{cell}-seed{seed}",
+                ):
+                    if path.exists():
+                        paths.append(str(path.relative_to(root)))
+        readme = (root / "README.md").read_text(encoding="utf-8")
+        fresh = refresh_readme(readme, snapshot)
+    finally:
+        shutil.rmtree(snapshot)
+    print("\n".join(summary))
+    print("README tables: " + ("unchanged" if fresh == readme else "rewritten"))
+    if args.dry:
+        return 0
+    (root / "README.md").write_text(fresh, encoding="utf-8")
+    _git(root, "add", "--", "README.md", *(p for p in paths if not p.endswith("results.csv")))
+    _git(root, "commit", "-q", "-m", args.message)  # the index: the filtered results.csv blobs, not the files
+    print(_git(root, "log", "--oneline", "-1").strip())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
