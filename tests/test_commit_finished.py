@@ -67,6 +67,9 @@ def test_commits_finished_groups_and_their_readme_table_only(tmp_path, capsys):
     assert not any("class1" in f for f in files)
     readme = _git(root, "show", "HEAD:README.md")
     assert "| digits class0 | 90.0 / 60.0 |" in readme and "class1" not in readme
+    assert "results/reference/digits-nd-reference/report.html" in files  # of the finished rows only
+    report = _git(root, "show", "HEAD:results/reference/digits-nd-reference/report.html")
+    assert "class0" in report and "class1" not in report
 
 
 def test_refuses_when_something_else_is_staged(tmp_path, capsys):

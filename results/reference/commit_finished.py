@@ -5,8 +5,9 @@
 
 A group is (method, cell, seed): the fit and every attack the folder's manifest plans. For each
 ``results/reference/*-reference`` folder it stages results.csv holding only the rows of finished groups
-(written to git's index, not to the file, which the running grid keeps appending to), the manifest, and
-the scores and artifacts of finished groups; a group in flight stays out, so a commit never holds half a
+(written to git's index, not to the file, which the running grid keeps appending to), the manifest, the
+report.html and plots/ of exactly those rows (``bench.report``), and the scores and artifacts of finished
+groups; a group in flight stays out, so a commit never holds half a
 group (results/reference/README.md, "The machines"). Then it rewrites the README's ``<!-- paper_table -->``
 blocks from exactly what it staged (``python -m bench.paper_table --readme``; tests/test_readme_tables.py
 checks them) and commits the index. It refuses to start when anything else is staged, so nothing else
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sys.path.insert(0, str(root))
     from bench.paper_table import refresh_readme
+    from bench.report import PLOTS_DIR, REPORT_FILE, write_report
 
     snapshot = Path(tempfile.mkdtemp(prefix="grids-"))
     paths, summary = [], []
@@ -94,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             blob = _git(root, "hash-object", "-w", "--stdin", data=text.getvalue().encode()).strip()
             _git(root, "update-index", "--add", "--cacheinfo", f"100644,{blob},{rel / 'results.csv'}")
-            paths += [str(rel / "results.csv"), str(rel / "manifest.json")]
+            write_report(snapshot / rel)  # the report of exactly the rows staged
+            shutil.copy(snapshot / rel / REPORT_FILE, folder / REPORT_FILE)
+            shutil.copytree(snapshot / rel / PLOTS_DIR, folder / PLOTS_DIR, dirs_exist_ok=True)
+            paths += [str(rel / "results.csv"), str(rel / "manifest.json"), str(rel / REPORT_FILE)]
+            paths.append(str(rel / PLOTS_DIR))
             for method, cell, seed in sorted(done):
                 for path in (
                     folder / "scores" / method / cell,
