@@ -200,11 +200,17 @@ def test_ctrl_c_stops_the_driver_at_once_and_cancels_the_running_tasks(tmp_path,
         return []
 
     plan = plan_run(RunSpec(methods=["msp"], protocol="nd", profile="ci", device="cpu", executor="ray"))
+    # Python raises KeyboardInterrupt on SIGINT only if SIGINT was not ignored when it started; a shell
+    # runs a background job (`.ci/run &`) with SIGINT ignored, so install the default handler here.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT))
     started = time.perf_counter()
     timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        list(_ray_executor(task=sleepy).run(plan, _groups(), DetectorCache(tmp_path / "cache")))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            list(_ray_executor(task=sleepy).run(plan, _groups(), DetectorCache(tmp_path / "cache")))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert time.perf_counter() - started < 15  # not the 60 s of the tasks
     deadline = time.perf_counter() + 20
     while ray_local.available_resources().get("CPU", 0) < 2 and time.perf_counter() < deadline:
