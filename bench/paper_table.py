@@ -80,12 +80,19 @@ def finished_rows(sources: list) -> pd.DataFrame:
         config = source.manifest.get("config") if isinstance(source.manifest.get("config"), dict) else {}
         planned[i] = set(config.get("attacks") or ())
     group = list(zip(df["_source"], df["method"], [unit_of(c) for c in df["cell"]], df["seed"], strict=True))
-    reached: dict[tuple, set] = {}
-    for key, attack, status in zip(group, df["attack"], df["status"], strict=True):
+    done = finished_groups(zip(group, df["attack"], df["status"], strict=True), lambda key: planned[key[0]])
+    return df[[key in done for key in group]]
+
+
+def finished_groups(rows, planned) -> set:
+    """The group keys among ``rows`` ((key, attack, status) triples) whose non-error attacks cover
+    ``planned(key)``: the one rule of a finished group (paper_table, results/reference/commit_finished.py)."""
+    reached: dict = {}
+    for key, attack, status in rows:
+        attacks = reached.setdefault(key, set())
         if status != "error":
-            reached.setdefault(key, set()).add(attack)
-    keep = [planned[key[0]] <= reached.get(key, set()) for key in group]
-    return df[keep]
+            attacks.add(attack)
+    return {key for key, attacks in reached.items() if planned(key) <= attacks}
 
 
 def comparison_rows(runs: list[Path], published_dir: Path, papers: list[str] | None = None) -> list[dict]:

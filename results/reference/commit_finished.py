@@ -36,6 +36,7 @@ def _git(root: Path, *args: str, data: bytes | None = None) -> str:
 
 def finished(folder: Path) -> tuple[list[str], list[dict], set[tuple], set[tuple]]:
     """(columns, rows of finished groups, finished groups, groups in flight) of one grid folder."""
+    from bench.paper_table import finished_groups
     from bench.store import unit_of
 
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
@@ -43,15 +44,12 @@ def finished(folder: Path) -> tuple[list[str], list[dict], set[tuple], set[tuple
     with (folder / "results.csv").open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         columns, rows = list(reader.fieldnames or []), list(reader)
-    reached: dict[tuple, set] = {}
-    for r in rows:
-        key = (r["method"], unit_of(r["cell"]), r["seed"])
-        reached.setdefault(key, set())
-        if r["status"] != "error":
-            reached[key].add(r["attack"])
-    done = {key for key, attacks in reached.items() if planned <= attacks}
-    kept = [r for r in rows if (r["method"], unit_of(r["cell"]), r["seed"]) in done]
-    return columns, kept, done, set(reached) - done
+    keys = [(r["method"], unit_of(r["cell"]), r["seed"]) for r in rows]
+    done = finished_groups(
+        ((key, r["attack"], r["status"]) for key, r in zip(keys, rows, strict=True)), lambda key: planned
+    )
+    kept = [r for key, r in zip(keys, rows, strict=True) if key in done]
+    return columns, kept, done, set(keys) - done
 
 
 def main(argv: list[str] | None = None) -> int:
