@@ -25,6 +25,10 @@ the attacks its manifest plans (a group still running, or one that failed) is le
 mixes cells that different attacks have reached, and a grid's folder prints the same tables while a group
 is in flight as when it was last committed.
 
+``--cells`` sets each cell of ours beside the papers' per-cell rows where a paper prints them (RODEO
+Tables 3c-3d for its nd classes, EOE Tables 10-11 for BCE), in the compact form with the cell in a
+column of its own; a cell without a finished group of ours has no row.
+
 ``--readme README.md`` rewrites, instead of printing, every block of that file fenced by
 ``<!-- paper_table ARGS -->`` and ``<!-- /paper_table -->`` with this module's output for ARGS (for
 example ``--grid results/reference/*-reference``, globs expanded from the file's folder), so the README's
@@ -95,8 +99,12 @@ def finished_groups(rows, planned) -> set:
     return {key for key, attacks in reached.items() if planned(key) <= attacks}
 
 
-def comparison_rows(runs: list[Path], published_dir: Path, papers: list[str] | None = None) -> list[dict]:
-    """One dict per matched published mean-over-cells row, sorted by dataset, protocol, method, attack."""
+def comparison_rows(
+    runs: list[Path], published_dir: Path, papers: list[str] | None = None, cells: bool = False
+) -> list[dict]:
+    """One dict per matched published mean-over-cells row, sorted by dataset, protocol, method, attack;
+    with ``cells``, one per published per-cell row (RODEO Tables 3c-3d, EOE Tables 10-11) whose cell has a
+    finished group of ours, sorted by dataset, protocol, method, cell, attack."""
     from bench.config import get_profile
     from bench.registry import DATASETS, PROTOCOLS
     from bench.site import load_published, load_source, published_comparison
@@ -107,9 +115,12 @@ def comparison_rows(runs: list[Path], published_dir: Path, papers: list[str] | N
     published = load_published(published_dir)
     if papers:
         published = published[published["source"].str.split().str[0].str.lower().isin(papers)]
-    published = published[published["cell"].str.lower().isin(["mean", ""])]
+    is_mean = published["cell"].str.lower().isin(["mean", ""])
+    published = published[~is_mean] if cells else published[is_mean]
     rows = []
     for match in published_comparison(df, published):
+        if cells and match["ours"].missing:  # a cell the grid has not reached
+            continue
         mine = df[
             (df["method"] == match["method"])
             & (df["protocol"] == match["protocol"])
@@ -126,7 +137,15 @@ def comparison_rows(runs: list[Path], published_dir: Path, papers: list[str] | N
             profile_name = match["profile"].split(",")[0].strip()
             total = len(protocol.cell_ids(dataset, get_profile(profile_name), 0))
         rows.append({**match, "cells_ran": ran, "cells_total": total})
-    rows.sort(key=lambda r: (r["dataset"], r["protocol"], r["method"], ATTACK_ORDER.get(r["attack"], 9)))
+    rows.sort(
+        key=lambda r: (
+            r["dataset"],
+            r["protocol"],
+            r["method"],
+            _cell_order(r["cell"]) if cells else ("", 0),
+            ATTACK_ORDER.get(r["attack"], 9),
+        )
+    )
     return rows
 
 
@@ -162,15 +181,17 @@ def _table_of(source: str) -> tuple[str, str, str]:
     return paper, table, alias
 
 
-def compact_markdown(rows: list[dict], gap: float = 5.0) -> str:
+def compact_markdown(rows: list[dict], gap: float = 5.0, per_cell: bool = False) -> str:
     """One row per (data set, protocol, method, published numbers): the attacks joined in attack order,
     the tables that print those numbers (or a subset of them) joined ("RODEO Tables 1a, 3c, 5"). A (gap)
-    mark follows any attack whose |ours - published| exceeds ``gap`` points."""
+    mark follows any attack whose |ours - published| exceeds ``gap`` points. ``per_cell`` (rows from
+    ``comparison_rows(..., cells=True)``): one row per cell as well, the cell in the fourth column."""
     by_method: dict[tuple, dict[str, list[dict]]] = {}
     for r in rows:
-        key = (r["dataset"], r["protocol"], r["method"])
+        key = (r["dataset"], r["protocol"], r["method"]) + ((r["cell"],) if per_cell else ())
         by_method.setdefault(key, {}).setdefault(r["source"].partition(", ")[0], []).append(r)
-    lines = [COMPACT_HEADER, "|" + " --- |" * (COMPACT_HEADER.count("|") - 1)]
+    header = CELLS_HEADER if per_cell else COMPACT_HEADER
+    lines = [header, "|" + " --- |" * (header.count("|") - 1)]
     for key, tables in by_method.items():
         # tables that print the same (attack, value) pairs fold together, in first-seen order
         folded: dict[tuple, list[str]] = {}
@@ -199,12 +220,21 @@ def compact_markdown(rows: list[dict], gap: float = 5.0) -> str:
             attacks = " / ".join(ATTACK_NAMES.get(r["attack"], r["attack"]) for r in mine)
             ours = " / ".join(r["ours"].text() for r in mine)
             published = " / ".join(r["published"] for r in mine)
-            lines.append(
-                f"| {key[0]} | {key[1]} | {key[2]} | {attacks} | {ours} | {published} | {' / '.join(diffs)} "
-                f"| {cells} | {source} |"
-            )
+            differences = " / ".join(diffs)
+            if per_cell:
+                lines.append(
+                    f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {attacks} | {ours} | {published} "
+                    f"| {differences} | {source} |"
+                )
+            else:
+                lines.append(
+                    f"| {key[0]} | {key[1]} | {key[2]} | {attacks} | {ours} | {published} | {differences} "
+                    f"| {cells} | {source} |"
+                )
     return "\n".join(lines)
 
+
+CELLS_HEADER = "| data | protocol | method | cell | attack | ours | published | ours - published | source |"
 
 ATTACK_NAMES = {"clean": "clean", "pgd": "PGD", "aa": "AA", "a3": "A3"}
 
@@ -276,7 +306,9 @@ def render(argv: list[str]) -> str:
         return grid_markdown(args.runs)
     if not args.published.is_dir():
         raise BadInput(f"--published {args.published} is not a folder; accepted: a folder of CSV files")
-    rows = comparison_rows(args.runs, args.published, args.papers)
+    rows = comparison_rows(args.runs, args.published, args.papers, cells=args.cells)
+    if args.cells:
+        return compact_markdown(rows, args.gap, per_cell=True)
     return compact_markdown(rows, args.gap) if args.compact else markdown(rows, args.gap)
 
 
@@ -305,6 +337,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gap", type=float, default=5.0)
     parser.add_argument("--grid", action="store_true", help="per-cell AUROC of each run instead")
     parser.add_argument("--compact", action="store_true", help="a method's attacks in one row (README)")
+    parser.add_argument(
+        "--cells", action="store_true", help="per cell, beside the papers' per-cell tables (compact form)"
+    )
     parser.add_argument("--readme", type=Path, default=None, help="rewrite this file's paper_table blocks")
     args = parser.parse_args(argv)
     if not args.runs and args.readme is None:

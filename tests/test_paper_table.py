@@ -164,3 +164,26 @@ def test_readme_blocks_are_rewritten_from_the_runs_and_bad_input_is_refused(tmp_
     (tmp_path / "plain.md").write_text("no blocks\n", encoding="utf-8")
     assert main(["--readme", str(tmp_path / "plain.md")]) == 2
     assert "has no <!-- paper_table ARGS --> block" in capsys.readouterr().err
+
+
+def test_cells_sets_each_cell_beside_the_papers_per_cell_rows(tmp_path, capsys):
+    """--cells: the per-cell published rows (not the means), one row per cell of ours in cell order with
+    its attacks folded; a published cell we have not run has no row, and the mean row is not among them."""
+    run, published = _fixture(tmp_path)
+    (published / "rodeo.csv").write_text(
+        "method,protocol,dataset,cell,attack,metric,value,source\n"
+        'atom,nd,digits,mean,clean,auroc,92.0,"RODEO Table 1a, row ATOM, column Clean"\n'
+        'atom,nd,digits,class1,pgd,auroc,60.0,"RODEO Table 3c, row ATOM PGD, column 1"\n'
+        'atom,nd,digits,class1,clean,auroc,81.0,"RODEO Table 3c, row ATOM Clean, column 1"\n'
+        'atom,nd,digits,class0,clean,auroc,99.0,"RODEO Table 3c, row ATOM Clean, column 0"\n'
+        'atom,nd,digits,class7,clean,auroc,50.0,"RODEO Table 3c, row ATOM Clean, column 7"\n',
+        encoding="utf-8",
+    )
+    assert main([str(run), "--published", str(published), "--cells"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "| data | protocol | method | cell | attack | ours | published | ours - published | source |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| digits | nd | atom | class0 | clean | 90.0 | 99.0 | -9.0 (gap) | RODEO Table 3c |",
+        "| digits | nd | atom | class1 | clean / PGD | 80.0 / 70.0 | 81.0 / 60.0 | -1.0 / +10.0 (gap) "
+        "| RODEO Table 3c |",
+    ]
