@@ -4,6 +4,7 @@ determinism settings (bench.determinism). All cheap: no training."""
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -22,12 +23,15 @@ from bench.baseline import (
     CI_SKIP_METHODS,
     CPU_BASELINES,
     DEFAULT_OUT,
+    ROUNDING_RUNS,
     TOLERANCE,
+    TRAINING_MARGIN,
     UNKNOWN_CPU_TOLERANCE,
     MergeError,
     baseline_for_cpu,
     merge,
     run_command,
+    training_tolerances,
 )
 from bench.cache import DetectorCache
 from bench.compare import KEY, compare
@@ -339,3 +343,77 @@ def test_every_cpu_kind_baseline_covers_what_ci_reruns_and_the_cross_kind_tolera
             if row["metric"] == "auroc" and row["status"] == "ok":
                 widest = max(widest, abs(float(row["value"]) - float(base["value"])))
     assert widest <= UNKNOWN_CPU_TOLERANCE, widest
+
+
+def test_training_tolerance_is_twice_the_rounding_gap_of_retrained_detectors_only(tmp_path, capsys):
+    """A method's tolerance comes from the rows whose detector changed in a rounding rerun: twice their
+    largest gap (either way), at least TOLERANCE; no rerun or no baseline of the kind's own: none."""
+    kind = "x86_64-test-kind"
+
+    def rows(values: dict[str, tuple[str, str]]) -> list[dict[str, str]]:
+        return [
+            dict(_row(method, "nd", "class0", "pgd", "auroc", value), detector_digest=digest)
+            for method, (value, digest) in values.items()
+        ]
+
+    (tmp_path / CPU_BASELINES).mkdir(parents=True)
+    (tmp_path / ROUNDING_RUNS).mkdir(parents=True)
+    assert training_tolerances(kind, tmp_path) == {}  # no baseline of its own
+    _write(
+        tmp_path / CPU_BASELINES / f"{kind}.csv",
+        rows({"atom": ("0.60", "a"), "ntom": ("0.50", "b"), "oe": ("0.70", "c"), "msp": ("0.80", "d")}),
+    )
+    assert training_tolerances(kind, tmp_path) == {}  # no rerun
+    _write(
+        tmp_path / ROUNDING_RUNS / f"{kind}-threads1.csv",
+        rows({"atom": ("0.65", "A"), "ntom": ("0.49", "B"), "oe": ("0.70", "C"), "msp": ("0.75", "d")}),
+    )
+    _write(tmp_path / ROUNDING_RUNS / f"{kind}-threads3.csv", rows({"atom": ("0.58", "A3")}))
+    _write(tmp_path / ROUNDING_RUNS / "x86_64-other-kind-threads1.csv", rows({"oe": ("0.1", "X")}))
+    assert training_tolerances(kind, tmp_path) == pytest.approx(
+        {
+            "atom/nd": TRAINING_MARGIN * 0.05,
+            "ntom/nd": TRAINING_MARGIN * 0.01,
+            "oe/nd": TOLERANCE,
+            "msp/nd": TOLERANCE,
+        }
+    )  # msp moved with the same detector: that is the attack's business, not training noise
+
+
+def test_training_tolerance_covers_the_committed_rounding_reruns_and_the_ci_host_that_moved():
+    """CI on a fresh host of this kind (2026-12-03) retrained ntom's and atom's nd class1 detectors to
+    other bits: ntom 0.0105 lower (failing at 0.001), atom 0.0064 higher. The committed reruns must allow
+    gaps that wide; each rerun holds whole methods of the grid CI reruns and passes bench compare with the
+    tolerances they yield."""
+    reruns = sorted((REPO / ROUNDING_RUNS).glob("*-threads*.csv"))
+    assert reruns, f"no rounding rerun under {ROUNDING_RUNS}"
+    kinds = {path.name.split("-threads")[0] for path in reruns}
+    assert "x86_64-intel-avx512-amx" in kinds
+    amx = training_tolerances("x86_64-intel-avx512-amx", REPO)
+    assert amx["ntom/nd"] >= 0.0105 and amx["atom/nd"] >= 0.0064
+    for kind in kinds:
+        tolerances = training_tolerances(kind, REPO)
+        reference = _ci_part(REPO / baseline_for_cpu(kind, REPO)[0])
+        judged = {
+            f"{k[0]}/{k[1]}" for k, r in reference.items() if r["metric"] == "auroc" and r["status"] == "ok"
+        }
+        assert set(tolerances) == judged  # every method and protocol that CI judges has its tolerance
+        for path in (p for p in reruns if p.name.startswith(f"{kind}-threads")):
+            rows = _ci_part(path)
+            methods = {key[0] for key in rows}
+            whole = {key for key in reference if key[0] in methods}
+            assert rows.keys() == whole, f"{path.name}: not whole methods of the grid CI reruns"
+            result = compare(REPO / baseline_for_cpu(kind, REPO)[0], path, TOLERANCE, tolerances)
+            assert not result.regressions, path.name
+
+
+def test_training_tolerance_command_writes_what_bench_compare_reads(tmp_path):
+    out = tmp_path / "t.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.baseline", "training-tolerance", "--kind", "x86_64-intel-avx512-amx",
+         "--out", str(out)],
+        capture_output=True, text=True, cwd=REPO, env=bench_env(tmp_path / "cache"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(out.read_text()) == training_tolerances("x86_64-intel-avx512-amx", REPO)
+    assert "training tolerance of CPU kind x86_64-intel-avx512-amx: aloe/nd" in done.stderr
