@@ -44,7 +44,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from bench.compare import KEY
+from bench.compare import KEY, load_rows
 from bench.store import atomic_write_bytes, unit_of
 
 PROTOCOLS = ("nd", "osr", "ood")
@@ -182,12 +182,12 @@ def baseline_for_cpu(kind: str, root: Path = Path(".")) -> tuple[Path, float, st
 
 
 def _auroc_rows(path: Path) -> dict[tuple, tuple[float, str]]:
-    with Path(path).open(newline="") as handle:
-        return {
-            tuple(row[k] for k in KEY): (float(row["value"]), row.get("detector_digest", ""))
-            for row in csv.DictReader(handle)
-            if row["metric"] == "auroc" and row["status"] == "ok"
-        }
+    """key -> (AUROC, detector digest) of a results CSV's ok AUROC rows (bench compare's reader)."""
+    return {
+        key: (value, digest)
+        for key, (status, value, digest) in load_rows(path).items()
+        if key[-1] == "auroc" and status == "ok" and value is not None
+    }
 
 
 def training_tolerances(kind: str, root: Path = Path(".")) -> dict[str, float]:

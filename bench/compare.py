@@ -84,7 +84,7 @@ class Comparison:
         return json.dumps(data, indent=2, allow_nan=False, default=str)
 
 
-def _load(path: Path) -> dict[tuple, tuple[str, float | None, str]]:
+def load_rows(path: Path) -> dict[tuple, tuple[str, float | None, str]]:
     """key -> (status, value, detector digest or "") of a results CSV (or a run folder's results.csv);
     BadInput on a missing file, missing columns or a key that appears twice."""
     path = Path(path)
@@ -169,7 +169,7 @@ def compare(
 ) -> Comparison:
     _check_tolerance("--tolerance", tolerance)
     other_tolerance = _other_tolerances(other_detector_tolerance)
-    base, cand = _load(baseline), _load(candidate)
+    base, cand = load_rows(baseline), load_rows(candidate)
     result = Comparison(str(baseline), str(candidate), float(tolerance), other_tolerance)
 
     def change(key: tuple, b: tuple | None, c: tuple | None) -> Change:
