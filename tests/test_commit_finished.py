@@ -3,11 +3,11 @@ and README tables made from exactly those."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
 
+from tests.script_loader import load_script
 from tests.test_paper_table import PUBLISHED
 from tests.test_site import make_run, unit_rows
 
@@ -15,10 +15,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "results" / "reference" / "commit
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("commit_finished", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def _git(root, *args):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,15 +13,9 @@ import pytest
 
 from bench.config import for_dataset, get_profile
 from bench.registry import DATASETS, PROTOCOLS
+from tests.script_loader import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "docs" / "measurements" / "osr_per_class.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("osr_per_class", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def fake_grid(root: Path, flag_unknown: int, shuffle_flags: bool = False) -> Path:
@@ -34,7 +27,7 @@ def fake_grid(root: Path, flag_unknown: int, shuffle_flags: bool = False) -> Pat
     cell = next(iter(PROTOCOLS.get("osr")().cells(dataset, profile, 0, "cpu")))
     evalset = cell.evalsets[0]
     # the script's own rebuild (test_rebuilt_labels_match_the_evalset checks it against the evalset)
-    labels = load_script().test_labels(dataset, profile, PROTOCOLS.get("osr")(), "split0")
+    labels = load_script(SCRIPT).test_labels(dataset, profile, PROTOCOLS.get("osr")(), "split0")
     assert len(labels) == len(evalset.images)
     scores = (labels == flag_unknown).astype(np.float32)
     is_outlier = evalset.is_outlier.numpy().copy()
@@ -64,7 +57,7 @@ def test_rebuilt_labels_match_the_evalset():
     dataset = builder()
     profile = for_dataset(get_profile("ci"), builder)
     protocol = PROTOCOLS.get("osr")()
-    labels = load_script().test_labels(dataset, profile, protocol, "split1")
+    labels = load_script(SCRIPT).test_labels(dataset, profile, protocol, "split1")
     cell = list(protocol.cells(dataset, profile, 0, "cpu"))[1]
     evalset = cell.evalsets[0]
     known = protocol.known_classes(dataset.num_classes, 1)
