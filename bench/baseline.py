@@ -1,96 +1,74 @@
-"""The CI regression baseline: ``results/baseline/ci.csv`` (README "Regression baseline").
+"""Regression tracking: the committed baseline in ``results/baseline/`` and the two checks CI runs against
+it on any machine (docs/ci.md).
 
-``python -m bench.baseline`` runs the real CLI, ``bench run --methods <every registered method>
---protocol P --dataset digits --profile ci`` with every registered attack, once per protocol, each into
-``<work>/<P>/``, then merges their results.csv files into one CSV (the columns of a run's results.csv,
-rows sorted on bench compare's key). The protocols are ``CI_PROTOCOLS`` unless ``--protocols`` says
-otherwise; per protocol the methods of ``BASELINE_SKIP`` are left out (cost). ``.ci/run`` calls it with a
-fresh cache and compares the merged file against the committed baseline with ``bench compare``.
+1. **Are the attacks still as strong?** ``frozen.csv`` holds every registered attack on the committed
+   ci-profile detectors (``detectors/``, seed 0, written by ``bench run --save-detectors``). CI loads the
+   same weights (``bench run --frozen-detectors``: no training), reruns every attack and holds each row to
+   the baseline's: an attacked AUROC higher by more than ``FROZEN_TOLERANCE`` is a weaker attack, a clean
+   AUROC that moves by more than it an evaluation change, a ``grad_evals`` or ``queries`` below the
+   baseline's a budget that was not spent, another ``detector_digest`` not the frozen weights; each fails,
+   as do a missing row and a status change. A lower attacked AUROC (a stronger attack) is an improvement.
+2. **Do the methods still train as well?** ``seeds.csv`` holds clean and PGD (``SEED_ATTACKS``) of
+   every method trained with ``SEEDS`` on the same cells. CI trains them again and compares, per (method,
+   protocol, dataset, attack), the mean AUROC over cells and seeds with the baseline's: lower by more than
+   ``SIGMAS`` standard errors of the difference of the two means (from the baseline's own seed spread),
+   never less than ``SEED_FLOOR``, fails.
 
-    python -m bench.baseline                       # regenerate results/baseline/ci.csv
-    python -m bench.baseline --out NEW.csv         # the same grid, written elsewhere
-    python -m bench.baseline --ci-part --out NEW.csv   # the part .ci/run reruns
-    python -m bench.baseline merge A.csv B.csv ... --out MERGED.csv   # merge only
-    python -m bench.baseline merge results/baseline/ci.csv --protocols osr --out PART.csv  # a part
-    python -m bench.baseline cpu-kind              # this machine's CPU kind, e.g. x86_64-amd-avx2
-    python -m bench.baseline for-cpu               # the baseline and tolerance CI uses on this machine
-    python -m bench.baseline training-tolerance --out T.json   # ... and, per method, where a detector changed
+Both grids run the ci profile on digits, on the cells of ``CI_CELLS``, every method but
+``CI_SKIP_METHODS``, with the numerics pinned (``bench.determinism.PINNED_NUMERICS``, set before torch
+is imported), so one baseline serves every CPU kind. ``provenance.json`` records what made it and every
+CPU kind that reproduced it.
 
-The ci profile is bit-for-bit repeatable on one kind of CPU, not across kinds (MKL and PyTorch pick
-their kernels by vendor and instruction set, and atom's adversarial training amplifies the rounding).
-So each kind CI has met has a baseline of its own: ``results/baseline/ci.csv`` for the kind it was made
-on (``CI_CSV_CPU_KIND``) and ``results/baseline/cpu/<kind>.csv`` for every other, holding the part of
-the grid that ``.ci/run`` reruns (``--ci-part``: CI_PROTOCOLS without CI_SKIP_METHODS, the cells of
-CI_CELLS); both are compared with ``TOLERANCE``. A kind with no baseline of its own is compared against
-``ci.csv`` with ``UNKNOWN_CPU_TOLERANCE``, the widest gap measured between two kinds, and told how to
-add its own.
-
-The runs' folders stay under ``--work`` (default: a temporary folder, deleted afterwards), so a killed
-grid resumes when given the same ``--work``. Use a fresh ``BENCH_CACHE`` for a baseline: a cached
-detector from older code would otherwise be reused (its key covers the method's code, not the
-runner's).
+    bench ci run --work W                 # both grids on this machine: W/frozen.csv, W/seeds.csv
+    bench ci check W                      # against results/baseline/; exit 1 on a failure
+    bench ci baseline --out results/baseline --work W   # regenerate it (a deliberate commit)
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
+import math
+import os
+import platform
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.compare import KEY, load_rows
-from bench.store import atomic_write_bytes, unit_of
+from bench.compare import KEY
+from bench.determinism import PINNED_NUMERICS
+from bench.errors import BadInput
+from bench.store import AGGREGATE_SUFFIX, atomic_write_bytes, unit_of
 
-PROTOCOLS = ("nd", "osr", "ood")
-# What results/baseline/ci.csv holds and .ci/run reruns: every protocol. On a quiet 2-core machine the
-# ten methods (all but CI_SKIP_METHODS) took 78 s (ood), 327-333 s (nd) and 66 s (osr) from an empty cache.
-CI_PROTOCOLS = ("nd", "osr", "ood")
-# Left out of .ci/run's rerun: the two CLIP detectors took 15 of the ood grid's 52 minutes under load
-# here (bce-clip's fine-tuning, the attacks through the CLIP image tower) and rodeo 13 (its guided
-# generation). Their ood rows are in the baseline; their nd and osr rows are not (BASELINE_SKIP): bce-clip
-# alone took 2.5 minutes per nd cell here, 10 cells x 3 methods would be far beyond CI's budget.
-CI_SKIP_METHODS = ("bce-clip", "clip", "rodeo")
-# The cells .ci/run reruns per protocol (bench run --cells; a protocol not named: all its cells). The ten
-# nd cells, two osr splits and ood took 327 + 66 + 78 s on a quiet AVX-512 machine but 1,272 + 218 + 235 s
-# on an AMD AVX2 one (x86_64-amd-avx2), where pytest took 758 s and the whole .ci/run 2,321 s, past CI's
-# 30 minutes. Two nd cells (every one-class code path) and one osr split bring the grid to about 600 s.
-CI_CELLS = {"nd": ("class0", "class1"), "osr": ("split0",)}
-BASELINE_SKIP = {"nd": CI_SKIP_METHODS, "osr": CI_SKIP_METHODS, "ood": ()}
 DATASET = "digits"
 PROFILE = "ci"
-DEFAULT_OUT = Path("results/baseline/ci.csv")
-# The CPU kind that results/baseline/ci.csv was made on: an x86_64 machine with AVX-512 (CI passed
-# against it at 0.001 twice, stops 18 and 19) whose vendor and AVX-512 rung were not recorded. An Intel
-# AVX-512 machine with AMX (x86_64-intel-avx512-amx) differs from it on 76 rows by up to 0.150, so the rung
-# matters and no machine is known to be of ci.csv's kind: it is the cross-kind reference only.
-CI_CSV_CPU_KIND = "x86_64-avx512-unrecorded"
-CPU_BASELINES = Path("results/baseline/cpu")
-# Within a kind two fresh-cache runs agreed exactly, so this only leaves room for a library update.
-TOLERANCE = 0.001
-# For a kind with no baseline of its own: the largest AUROC gap between the baselines of two kinds (over
-# the rows CI reruns: 0.150, atom osr, between ci.csv and x86_64-intel-avx512-amx; 0.118, atom ood, between
-# ci.csv and x86_64-amd-avx2; tests/test_baseline.py checks it against the committed files), with room.
-UNKNOWN_CPU_TOLERANCE = 0.2
-# Two hosts of one kind can still train a detector to other bits (CI, 2026-12-03: ntom and atom on nd
-# class1 came out with other digests, ntom 0.0105 lower; the same kind's host model 167 reproduces the
-# baseline exactly). Rows whose detector changed are judged per method and protocol against
-# TRAINING_MARGIN times the largest gap measured when only the rounding of training changes: the kind's
-# committed reruns at other thread counts (ROUNDING_RUNS/<kind>-threads<N>.csv,
-# docs/measurements/ci_rounding.py), never less than TOLERANCE. The margin is room for a host that rounds
-# further than the reruns did.
-ROUNDING_RUNS = Path("results/baseline/rounding")
-TRAINING_MARGIN = 2.0
+CI_PROTOCOLS = ("nd", "osr", "ood")
+# Left out: the two CLIP detectors and RODEO cost more than CI has (bce-clip alone took 2.5 minutes per nd
+# cell; rodeo's guided generation 13 minutes of the ood grid).
+CI_SKIP_METHODS = ("bce-clip", "clip", "rodeo")
+# Two nd cells (every one-class code path), one osr split and the ood cell (three OOD sets).
+CI_CELLS = {"nd": ("class0", "class1"), "osr": ("split0",)}
+SEEDS = (0, 1, 2)
+SEED_ATTACKS = ("clean", "pgd")
+FROZEN_SEED = 0
+DEFAULT_BASELINE = Path("results/baseline")
+FROZEN_CSV, SEEDS_CSV, DETECTORS, PROVENANCE = "frozen.csv", "seeds.csv", "detectors", "provenance.json"
 
-
-CI_PART_HELP = (
-    "only the part .ci/run reruns: protocols CI_PROTOCOLS, without CI_SKIP_METHODS, the cells of CI_CELLS"
-)
+# The same weights evaluated along other math-library code paths moved no AUROC by more than
+# FROZEN_SPREAD (docs/ci.md "How the tolerances were set"); the tolerance leaves room above it.
+FROZEN_SPREAD = 0.0
+FROZEN_TOLERANCE = 0.001
+# A drop of the mean larger than SIGMAS standard errors of the difference of two SEEDS-seed means fails.
+# Three seeds estimate the spread poorly (s < 0.3 sigma one time in eleven), hence the floor: a drop below
+# it is within what retraining on another CPU kind moved a method's mean (docs/ci.md).
+SIGMAS = 3.0
+SEED_FLOOR = 0.01
+JUDGED_METRIC = "auroc"
+BUDGET_COLUMNS = ("grad_evals", "queries")
 
 
 class MergeError(ValueError):
@@ -108,16 +86,11 @@ def merge(
     skip_methods: Sequence[str] = (),
     cells: Mapping[str, Sequence[str]] | None = None,
 ) -> int:
-    """Merge tidy results CSVs into ``out``; return the number of rows.
+    """Merge tidy results CSVs into ``out`` (rows sorted on bench compare's key); return the row count.
 
     ``protocols`` keeps only those protocols' rows, ``skip_methods`` drops those methods' rows and
-    ``cells`` keeps, for each protocol it names, the rows of those cells (CI compares the part of the
-    baseline it reruns: ``CI_CELLS``).
-
-    Every input must have the same header, which must contain bench compare's key columns; a key
-    (method, protocol, dataset, cell, seed, attack, metric) found twice is an error, since compare could
-    not tell which row counts. Rows are sorted on that key so that a regenerated baseline diffs cleanly.
-    """
+    ``cells`` keeps, for each protocol it names, the rows of those cells. Every input must have the same
+    header with the key columns; a key found twice is an error."""
     if not inputs:
         raise MergeError("nothing to merge: give one or more results CSV files")
     header: list[str] | None = None
@@ -144,12 +117,12 @@ def merge(
                     or unit_of(row["cell"]) in cells[row["protocol"]]
                 )
             )
-    seen: dict[tuple, int] = {}
+    seen: set[tuple] = set()
     for row in rows:
         key = _sort_key(row)
         if key in seen:
             raise MergeError(f"row {dict(zip(KEY, key, strict=True))} appears twice in the inputs")
-        seen[key] = 1
+        seen.add(key)
     rows.sort(key=_sort_key)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
@@ -161,200 +134,266 @@ def merge(
     return len(rows)
 
 
-def cpu_baseline_path(kind: str, root: Path = Path(".")) -> Path:
-    """Where the baseline of CPU kind ``kind`` lives (``ci.csv`` for ``CI_CSV_CPU_KIND``)."""
-    return root / (DEFAULT_OUT if kind == CI_CSV_CPU_KIND else CPU_BASELINES / f"{kind}.csv")
+# ---------------------------------------------------------------------------------------------- checks
 
 
-def baseline_for_cpu(kind: str, root: Path = Path(".")) -> tuple[Path, float, str]:
-    """The baseline CI compares against on CPU kind ``kind``, the tolerance, and a line saying why."""
-    own = cpu_baseline_path(kind, root)
-    if own.is_file():
-        return own, TOLERANCE, f"CPU kind {kind}: its own baseline {own.relative_to(root)}"
-    known = [CI_CSV_CPU_KIND, *sorted(p.stem for p in (root / CPU_BASELINES).glob("*.csv"))]
-    return (
-        root / DEFAULT_OUT,
-        UNKNOWN_CPU_TOLERANCE,
-        f"CPU kind {kind} has no baseline of its own (known: {', '.join(known)}): comparing against "
-        f"{DEFAULT_OUT} with the cross-kind tolerance {UNKNOWN_CPU_TOLERANCE}; make one with "
-        f"`python -m bench.baseline --ci-part --out {CPU_BASELINES}/{kind}.csv` and commit it",
+@dataclass
+class Finding:
+    """One row (or one mean) that differs from the baseline: a failure, or a change worth reporting."""
+
+    what: str  # e.g. "weaker attack", "missing in candidate", "training regression"
+    where: str  # the row's key, or the (method, protocol, dataset, attack) of a mean
+    baseline: float | None = None
+    candidate: float | None = None
+    tolerance: float | None = None
+    failure: bool = True
+
+    def line(self) -> str:
+        def shown(v: float | None) -> str:
+            return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+        values = ""
+        if self.baseline is not None or self.candidate is not None:
+            values = f": {shown(self.baseline)} -> {shown(self.candidate)}"
+            if self.baseline is not None and self.candidate is not None:
+                values += f" ({self.candidate - self.baseline:+.4f})"
+        tolerance = "" if self.tolerance is None else f", tolerance {self.tolerance:.4f}"
+        return f"{'FAIL' if self.failure else 'note'} {self.what}: {self.where}{values}{tolerance}"
+
+
+@dataclass
+class Verdict:
+    question: str
+    compared: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    tolerances: dict[str, float] = field(default_factory=dict)  # the seed check's, per mean
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.failure for f in self.findings)
+
+    def text(self) -> str:
+        failures = sum(f.failure for f in self.findings)
+        lines = [f"{self.question}: {self.compared} compared, {failures} failing, "
+                 f"{len(self.findings) - failures} other changes"]  # fmt: skip
+        lines += [f"  {f.line()}" for f in sorted(self.findings, key=lambda f: (not f.failure, f.what))]
+        lines.append(f"  {'OK' if self.ok else 'FAILED'}")
+        return "\n".join(lines)
+
+
+def read_rows(path: Path):
+    """A results CSV as a DataFrame indexed by bench compare's key (BadInput when unreadable)."""
+    from bench.report import read_results_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"{path} does not exist; accepted: a results CSV (bench ci run writes them)")
+    df = read_results_file(path)
+    missing = [c for c in (*KEY, "value", "status") if c not in df.columns]
+    if missing:
+        raise BadInput(f"{path} lacks the columns {', '.join(missing)}")
+    for column in ("detector_digest", *BUDGET_COLUMNS):
+        if column not in df.columns:
+            df[column] = ""
+    df["seed"] = df["seed"].astype(int)
+    if df.duplicated(list(KEY)).any():
+        raise BadInput(f"{path} has two rows for one key; accepted: merged rows of one grid")
+    return df.set_index(list(KEY))
+
+
+def _where(key: tuple) -> str:
+    return " ".join(f"{k}={v}" for k, v in zip(KEY, key, strict=True))
+
+
+def _row_presence(base, cand, verdict: Verdict):
+    """Missing rows and status changes (failures); the rows present and ok on both sides."""
+    for key in base.index.difference(cand.index):
+        verdict.findings.append(Finding("missing in candidate", _where(key), base.at[key, "value"]))
+    for key in cand.index.difference(base.index):
+        verdict.findings.append(Finding("missing in baseline", _where(key), None, cand.at[key, "value"]))
+    both = base.join(cand, how="inner", lsuffix="_b", rsuffix="_c")
+    verdict.compared = len(both)
+    changed = both[both["status_b"] != both["status_c"]]
+    for key, row in changed.iterrows():
+        verdict.findings.append(Finding(f"status changed {row.status_b} -> {row.status_c}", _where(key)))
+    return both[(both["status_b"] == "ok") & (both["status_c"] == "ok")]
+
+
+def check_frozen(base, cand, tolerance: float = FROZEN_TOLERANCE) -> Verdict:
+    """Question 1 on two frames of ``read_rows``: the same detectors, every attack (module docstring)."""
+    verdict = Verdict("attacks on the frozen detectors")
+    both = _row_presence(base, cand, verdict)
+    digest_b, digest_c = both["detector_digest_b"].astype(str), both["detector_digest_c"].astype(str)
+    for key in both.index[(digest_b != "") & (digest_c != "") & (digest_b != digest_c)]:
+        verdict.findings.append(Finding("other detector (not the frozen weights)", _where(key)))
+    for column in BUDGET_COLUMNS:
+        spent_b = both[f"{column}_b"].astype(float)
+        spent_c = both[f"{column}_c"].astype(float)
+        for key in both.index[spent_c < spent_b]:
+            verdict.findings.append(
+                Finding(f"{column} below the baseline's", _where(key), spent_b[key], spent_c[key])
+            )
+    judged = both[both.index.get_level_values("metric") == JUDGED_METRIC]
+    diff = judged["value_c"] - judged["value_b"]
+    clean = judged.index.get_level_values("attack") == "clean"
+    eps = 1e-12  # a difference of exactly the tolerance (in decimal) does not count
+    for key in judged.index[clean & (diff.abs() > tolerance + eps)]:
+        verdict.findings.append(_value_finding("clean AUROC changed (evaluation)", key, judged, tolerance))
+    for key in judged.index[~clean & (diff > tolerance + eps)]:
+        verdict.findings.append(_value_finding("weaker attack", key, judged, tolerance))
+    for key in judged.index[~clean & (diff < -tolerance - eps)]:
+        verdict.findings.append(_value_finding("stronger attack", key, judged, tolerance, failure=False))
+    return verdict
+
+
+def _value_finding(what: str, key: tuple, judged, tolerance: float, failure: bool = True) -> Finding:
+    return Finding(
+        what, _where(key), judged.at[key, "value_b"], judged.at[key, "value_c"], tolerance, failure
     )
 
 
-def _auroc_rows(path: Path) -> dict[tuple, tuple[float, str]]:
-    """key -> (AUROC, detector digest) of a results CSV's ok AUROC rows (bench compare's reader)."""
-    return {
-        key: (value, digest)
-        for key, (status, value, digest) in load_rows(path).items()
-        if key[-1] == "auroc" and status == "ok" and value is not None
-    }
+MEAN_KEY = ("method", "protocol", "dataset", "attack")
 
 
-def training_tolerances(kind: str, root: Path = Path(".")) -> dict[str, float]:
-    """Per ``"method/protocol"``, the AUROC drop CI allows where a row's detector differs from the
-    baseline's: ``TRAINING_MARGIN`` x the largest gap between the kind's baseline and its rounding reruns
-    over the rows whose detector changed, at least ``TOLERANCE`` (bench compare's
-    ``--other-detector-tolerance`` file). Empty (every row at the kind's tolerance) for a kind with no
-    rounding rerun or no baseline of its own."""
-    own = cpu_baseline_path(kind, root)
-    reruns = sorted((root / ROUNDING_RUNS).glob(f"{kind}-threads*.csv"))
-    if not own.is_file() or not reruns:
-        return {}
-    reference = _auroc_rows(own)
-    widest: dict[str, float] = {}
-    for path in reruns:
-        for key, (value, digest) in _auroc_rows(path).items():
-            if key not in reference:
-                continue
-            base_value, base_digest = reference[key]
-            name = f"{key[0]}/{key[1]}"
-            gap = abs(value - base_value) if digest != base_digest else 0.0
-            widest[name] = max(widest.get(name, 0.0), gap)
-    return {m: round(max(TOLERANCE, TRAINING_MARGIN * gap), 4) for m, gap in sorted(widest.items())}
+def seed_means(rows):
+    """Mean AUROC per (method, protocol, dataset, attack, seed) over the cells and evaluation sets of the
+    ok rows (a cell's ``:mean`` aggregate left out, so each set counts once)."""
+    df = rows.reset_index()
+    judged = (df["metric"] == JUDGED_METRIC) & (df["status"] == "ok")
+    df = df[judged & ~df["cell"].str.endswith(AGGREGATE_SUFFIX)]
+    return df.groupby([*MEAN_KEY, "seed"])["value"].mean()
 
 
-def registered_methods() -> list[str]:
-    from bench.registry import METHODS
+def seed_statistics(base) -> dict[tuple, tuple[float, float, int]]:
+    """Per (method, protocol, dataset, attack): the baseline's mean AUROC over seeds, the standard
+    deviation of its per-seed means (NaN with one seed) and the number of seeds."""
+    out = {}
+    for key, values in seed_means(base).groupby(list(MEAN_KEY)):
+        std = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+        out[key] = (float(values.mean()), std, len(values))
+    return out
 
-    return METHODS.names()
+
+def seed_tolerance(std: float, n_base: int, n_candidate: int, sigmas: float = SIGMAS,
+                   floor: float = SEED_FLOOR) -> float:  # fmt: skip
+    """``sigmas`` standard errors of the difference of an ``n_base``-seed and an ``n_candidate``-seed
+    mean, with the baseline's seed ``std``; at least ``floor`` (a single-seed baseline: no bound)."""
+    if n_base < 2 or math.isnan(std):
+        return float("inf")
+    return max(floor, sigmas * std * math.sqrt(1 / n_base + 1 / n_candidate))
 
 
-def run_command(protocol: str, methods: Sequence[str], out_dir: Path, cells: Sequence[str] = ()) -> list[str]:
-    """The ``bench run`` command line of one protocol of the grid (every attack is the default; every
-    cell unless ``cells`` names some)."""
+def check_seeds(base, cand, sigmas: float = SIGMAS, floor: float = SEED_FLOOR) -> Verdict:
+    """Question 2 on two frames of ``read_rows``: retrained with SEEDS, means held to the baseline's."""
+    verdict = Verdict("training over seeds (mean AUROC per method, protocol, attack)")
+    _row_presence(base, cand, verdict)
+    candidate = seed_statistics(cand)
+    for key, (mean, std, n) in seed_statistics(base).items():
+        if key not in candidate:
+            continue  # its rows are reported missing above
+        cand_mean, _, n_cand = candidate[key]
+        tolerance = seed_tolerance(std, n, n_cand, sigmas, floor)
+        where = " ".join(f"{k}={v}" for k, v in zip(MEAN_KEY, key, strict=True))
+        verdict.tolerances[where] = tolerance
+        diff = cand_mean - mean
+        if diff < -tolerance:
+            verdict.findings.append(Finding("training regression", where, mean, cand_mean, tolerance))
+        elif diff > tolerance:
+            verdict.findings.append(
+                Finding("training improvement", where, mean, cand_mean, tolerance, failure=False)
+            )
+    return verdict
+
+
+def check(baseline: Path, candidate: Path) -> list[Verdict]:
+    """Both checks of the folder ``candidate`` (``bench ci run``'s) against ``baseline``."""
+    baseline, candidate = Path(baseline), Path(candidate)
     return [
-        sys.executable,
-        "-m",
-        "bench",
-        "run",
-        "--methods",
-        *methods,
-        "--protocol",
-        protocol,
-        "--dataset",
-        DATASET,
-        "--profile",
-        PROFILE,
-        "--device",
-        "cpu",
-        "--out",
-        str(out_dir),
-        *(["--cells", *cells] if cells else []),
+        check_frozen(read_rows(baseline / FROZEN_CSV), read_rows(candidate / FROZEN_CSV)),
+        check_seeds(read_rows(baseline / SEEDS_CSV), read_rows(candidate / SEEDS_CSV)),
     ]
 
 
-def run_grid(
-    out: Path,
-    work: Path,
-    protocols: Sequence[str] = CI_PROTOCOLS,
-    skip_methods: Sequence[str] = (),
-    cells: Mapping[str, Sequence[str]] | None = None,
-) -> int:
-    inputs = []
-    for protocol in protocols:
-        skipped = set(skip_methods) | set(BASELINE_SKIP.get(protocol, ()))
-        methods = [m for m in registered_methods() if m not in skipped]
-        command = run_command(protocol, methods, work / protocol, (cells or {}).get(protocol, ()))
-        print("$", " ".join(command[2:] if command[1] == "-m" else command), flush=True)
+# ------------------------------------------------------------------------------------------------ grids
+
+
+def ci_methods() -> list[str]:
+    from bench.registry import METHODS
+
+    return [m for m in METHODS.names() if m not in CI_SKIP_METHODS]
+
+
+def run_command(protocol: str, out_dir: Path, seeds: Sequence[int], attacks: Sequence[str] = (),
+                extra: Sequence[str] = ()) -> list[str]:  # fmt: skip
+    """The ``bench run`` command line of one protocol of a CI grid (every attack unless ``attacks``)."""
+    cells = CI_CELLS.get(protocol, ())
+    return [
+        sys.executable, "-m", "bench", "run", "--methods", *ci_methods(), "--protocol", protocol,
+        "--dataset", DATASET, "--profile", PROFILE, "--device", "cpu", "--out", str(out_dir),
+        "--seeds", *map(str, seeds),
+        *(["--cells", *cells] if cells else []),
+        *(["--attacks", *attacks] if attacks else []),
+        *extra,
+    ]  # fmt: skip
+
+
+def pinned_environment() -> dict[str, str]:
+    return {**os.environ, **PINNED_NUMERICS}
+
+
+def _run_protocols(name: str, work: Path, seeds, attacks, extra, out: Path) -> dict[str, float]:
+    seconds, inputs = {}, []
+    for protocol in CI_PROTOCOLS:
+        command = run_command(protocol, work / name / protocol, seeds, attacks, extra)
+        print("$", " ".join(command[2:]), flush=True)
         started = time.monotonic()
-        subprocess.run(command, check=True)
-        print(f"{protocol}: {time.monotonic() - started:.0f} s", flush=True)
-        inputs.append(work / protocol / "results.csv")
+        subprocess.run(command, check=True, env=pinned_environment())
+        seconds[protocol] = round(time.monotonic() - started, 1)
+        print(f"{name} {protocol}: {seconds[protocol]:.0f} s", flush=True)
+        inputs.append(work / name / protocol / "results.csv")
     n = merge(inputs, out)
-    print(f"{out}: {n} rows from {', '.join(protocols)}")
-    return n
+    print(f"{out}: {n} rows", flush=True)
+    return seconds
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["merge"]:
-        parser = argparse.ArgumentParser(
-            prog="python -m bench.baseline merge", description="merge results CSVs"
-        )
-        parser.add_argument("inputs", nargs="+", type=Path)
-        parser.add_argument("--out", type=Path, required=True)
-        parser.add_argument("--protocols", nargs="+", help="keep only these protocols' rows")
-        parser.add_argument("--skip-methods", nargs="+", default=[], help="drop these methods' rows")
-        parser.add_argument("--ci-part", action="store_true", help=CI_PART_HELP)
-        args = parser.parse_args(argv[1:])
-        if args.ci_part:
-            args.protocols, args.skip_methods = list(CI_PROTOCOLS), list(CI_SKIP_METHODS)
-        try:
-            n = merge(
-                args.inputs, args.out, args.protocols, args.skip_methods, CI_CELLS if args.ci_part else None
-            )
-        except (MergeError, OSError) as error:
-            print(f"bench.baseline: error: {error}", file=sys.stderr)
-            return 2
-        print(f"{args.out}: {n} rows")
-        return 0
-    if argv[:1] == ["cpu-kind"]:
-        from bench.provenance import cpu_kind
-
-        print(cpu_kind())
-        return 0
-    if argv[:1] == ["for-cpu"]:
-        parser = argparse.ArgumentParser(
-            prog="python -m bench.baseline for-cpu",
-            description="print the baseline CSV and the tolerance CI uses on a CPU kind",
-        )
-        parser.add_argument("--kind", help="a CPU kind (default: this machine's)")
-        args = parser.parse_args(argv[1:])
-        if args.kind is None:
-            from bench.provenance import cpu_kind
-
-            args.kind = cpu_kind()
-        path, tolerance, why = baseline_for_cpu(args.kind)
-        print(why, file=sys.stderr)
-        print(path, tolerance)
-        return 0
-    if argv[:1] == ["training-tolerance"]:
-        parser = argparse.ArgumentParser(
-            prog="python -m bench.baseline training-tolerance",
-            description="write the per-method tolerance CI uses where a detector changed (JSON)",
-        )
-        parser.add_argument("--kind", help="a CPU kind (default: this machine's)")
-        parser.add_argument("--out", type=Path, required=True, help="JSON file for bench compare")
-        args = parser.parse_args(argv[1:])
-        if args.kind is None:
-            from bench.provenance import cpu_kind
-
-            args.kind = cpu_kind()
-        tolerances = training_tolerances(args.kind)
-        atomic_write_bytes(args.out, (json.dumps(tolerances, indent=1) + "\n").encode())
-        shown = (
-            ", ".join(f"{m} {t:g}" for m, t in tolerances.items()) or "none measured, the kind's tolerance"
-        )
-        print(f"training tolerance of CPU kind {args.kind}: {shown}", file=sys.stderr)
-        return 0
-    parser = argparse.ArgumentParser(prog="python -m bench.baseline", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"merged CSV (default {DEFAULT_OUT})")
-    parser.add_argument("--work", type=Path, help="folder for the run folders (default: temporary)")
-    parser.add_argument(
-        "--protocols",
-        nargs="+",
-        choices=PROTOCOLS,
-        default=list(CI_PROTOCOLS),
-        help=f"default: {' '.join(CI_PROTOCOLS)} (methods per protocol: BASELINE_SKIP)",
+def run_grids(work: Path, detectors: Path, save: bool = False) -> dict[str, dict[str, float]]:
+    """Both CI grids into ``work``: ``seeds.csv`` (SEEDS, SEED_ATTACKS, trained here) and ``frozen.csv``
+    (every attack on the detectors of ``detectors``; with ``save``, the seed-FROZEN_SEED detectors trained
+    here are written there instead, for a new baseline). Returns the seconds per grid and protocol."""
+    work = Path(work)
+    seconds = {"seeds": _run_protocols("seeds", work, SEEDS, SEED_ATTACKS, (), work / SEEDS_CSV)}
+    option = "--save-detectors" if save else "--frozen-detectors"
+    seconds["frozen"] = _run_protocols(
+        "frozen", work, (FROZEN_SEED,), (), (option, str(detectors)), work / FROZEN_CSV
     )
-    parser.add_argument(
-        "--skip-methods",
-        nargs="+",
-        default=[],
-        help=f"registered methods to leave out (.ci/run: {' '.join(CI_SKIP_METHODS)})",
-    )
-    parser.add_argument("--ci-part", action="store_true", help=CI_PART_HELP)
-    args = parser.parse_args(argv)
-    cells = None
-    if args.ci_part:
-        args.protocols, args.skip_methods, cells = list(CI_PROTOCOLS), list(CI_SKIP_METHODS), CI_CELLS
-    if args.work is not None:
-        run_grid(args.out, args.work, args.protocols, args.skip_methods, cells)
-        return 0
-    with tempfile.TemporaryDirectory(prefix="bench-baseline-") as work:
-        run_grid(args.out, Path(work), args.protocols, args.skip_methods, cells)
-    return 0
+    return seconds
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def make_baseline(out: Path, work: Path) -> None:
+    """Regenerate the baseline folder ``out`` (frozen.csv, seeds.csv, detectors/, provenance.json)."""
+    from bench.provenance import cpu_kind
+
+    out = Path(out)
+    staging = out / DETECTORS
+    if staging.exists():
+        import shutil
+
+        shutil.rmtree(staging)
+    seconds = run_grids(work, staging, save=True)
+    for name in (FROZEN_CSV, SEEDS_CSV):
+        atomic_write_bytes(out / name, (Path(work) / name).read_bytes())
+    record = {
+        "cpu_kinds": [cpu_kind()],
+        "made_on": {
+            "cpu_kind": cpu_kind(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "pinned_numerics": PINNED_NUMERICS,
+        "seconds": seconds,
+        "seeds": list(SEEDS),
+        "seed_attacks": list(SEED_ATTACKS),
+        "cells": {p: list(CI_CELLS.get(p, ["all"])) for p in CI_PROTOCOLS},
+        "methods": ci_methods(),
+    }
+    atomic_write_bytes(out / PROVENANCE, (json.dumps(record, indent=2) + "\n").encode())

@@ -82,6 +82,30 @@ def check_digests(directory: Path) -> None:
             raise CorruptEntry(f"{name} does not match its sha256 in {DIGESTS}")
 
 
+def publish_entry(target: Path, write, replace: bool = False) -> None:
+    """``write(folder)`` into a temporary folder beside ``target``, add its digests, then rename it into
+    place (atomic). An existing ``target`` wins (another process published the same key first) unless
+    ``replace``, which moves the old one aside first and deletes it once the new one is in place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    aside = target.with_name(f".old-{target.name}-{os.getpid()}")
+    try:
+        write(staging)
+        (staging / DIGESTS).write_text(json.dumps(file_digests(staging), indent=2, sort_keys=True))
+        if replace and target.exists():
+            target.rename(aside)
+        try:
+            staging.rename(target)
+        except OSError:  # another process published the same key first
+            if not target.exists():
+                raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+        if aside.exists():
+            shutil.rmtree(aside, ignore_errors=True)
+
+
 class DetectorCache:
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root is not None else default_cache_dir()
@@ -115,23 +139,6 @@ class DetectorCache:
             )
         return None
 
-    def _publish(self, target: Path, write) -> None:
-        """Write into a temporary folder beside ``target`` with its digests, then rename it into place
-        (atomic)."""
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
-        try:
-            write(staging)
-            (staging / DIGESTS).write_text(json.dumps(file_digests(staging), indent=2, sort_keys=True))
-            try:
-                staging.rename(target)
-            except OSError:  # another process published the same key first
-                if not target.exists():
-                    raise
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
-
     def detector_dir(self, key: str) -> Path:
         return self.root / "detectors" / key
 
@@ -151,7 +158,7 @@ class DetectorCache:
     def save_detector(self, key: str, detector: Detector) -> None:
         directory = self.detector_dir(key)
         if not directory.exists():
-            self._publish(directory, detector.save)
+            publish_entry(directory, detector.save)
 
     def load_weights(self, payload: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict] | None:
         hit = self.load_tensors("networks", payload)
@@ -192,4 +199,4 @@ class DetectorCache:
             record = {"payload": payload, **meta}
             (staging / "meta.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
 
-        self._publish(directory, write)
+        publish_entry(directory, write)

@@ -7,6 +7,7 @@ Bad input prints one line naming the bad value and the accepted ones, and exits 
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 import time
@@ -81,6 +82,18 @@ def cli() -> None:
     "--address", default=None, help="ray: auto or HOST:PORT of a running cluster (default: start one)."
 )
 @click.option("--retries", default="2", show_default=True, help="ray: retries of a task whose worker died.")
+@click.option(
+    "--frozen-detectors",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Evaluate the detectors saved in this folder (by --save-detectors); fit none.",
+)
+@click.option(
+    "--save-detectors",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write every detector of the run into this folder (for --frozen-detectors).",
+)
 def run_command(
     methods,
     protocol,
@@ -98,6 +111,8 @@ def run_command(
     executor,
     address,
     retries,
+    frozen_detectors,
+    save_detectors,
 ):
     """Run methods x protocol cells x seeds x attacks and write results, scores and a report."""
     from bench.runner import RunSpec, plan_run
@@ -131,6 +146,8 @@ def run_command(
         address=address,
         retries=parsed_retries,
         dry_run=dry_run,
+        frozen_detectors=frozen_detectors,
+        save_detectors=save_detectors,
     )
     plan = plan_run(spec)
     if device == "auto":
@@ -514,8 +531,74 @@ def compare_command(baseline, candidate, tolerance, other_detector_tolerance, as
         sys.exit(1)  # click's ctx.exit() would be swallowed by main()'s standalone_mode=False
 
 
+@cli.group("ci")
+def ci_group() -> None:
+    """Regression tracking against the committed baseline (results/baseline/, docs/ci.md)."""
+
+
+def _baseline_option(function):
+    return click.option(
+        "--baseline",
+        type=click.Path(path_type=Path),
+        default=Path("results/baseline"),
+        show_default=True,
+        help="The baseline folder (frozen.csv, seeds.csv, detectors/).",
+    )(function)
+
+
+@ci_group.command("run")
+@click.option("--work", type=click.Path(path_type=Path), required=True, help="Folder for the run folders.")
+@_baseline_option
+def ci_run_command(work, baseline) -> None:
+    """Run both CI grids on this machine into WORK: frozen.csv (every attack on the baseline's frozen
+    detectors) and seeds.csv (every method trained with the baseline's seeds)."""
+    from bench.baseline import DETECTORS, run_grids
+
+    if not (baseline / DETECTORS).is_dir():
+        raise BadInput(f"--baseline {str(baseline)!r} has no {DETECTORS}/; accepted: a baseline folder")
+    seconds = run_grids(work, baseline / DETECTORS)
+    click.echo("seconds: " + json.dumps(seconds))
+
+
+@ci_group.command("check")
+@click.argument("candidate", type=click.Path(path_type=Path))
+@_baseline_option
+def ci_check_command(candidate, baseline) -> None:
+    """Compare the grids of CANDIDATE (bench ci run's WORK) with the baseline; exit 1 on a failure."""
+    from bench.baseline import check
+
+    verdicts = check(baseline, candidate)
+    click.echo("\n".join(v.text() for v in verdicts))
+    if not all(v.ok for v in verdicts):
+        sys.exit(1)
+
+
+@ci_group.command("baseline")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="The new baseline folder.")
+@click.option("--work", type=click.Path(path_type=Path), required=True, help="Folder for the run folders.")
+def ci_baseline_command(out, work) -> None:
+    """Regenerate a baseline: both grids on this machine, saving the seed-0 detectors into OUT/detectors."""
+    from bench.baseline import make_baseline
+
+    make_baseline(out, work)
+    click.echo(f"baseline written to {out}")
+
+
+def pin_for_profile(argv: list[str]) -> None:
+    """A deterministic profile's numerics must be pinned before torch is imported (bench.determinism):
+    ``bench run --profile ci`` pins them here, before any command imports torch."""
+    from bench.determinism import pin_numerics
+
+    for index, arg in enumerate(argv):
+        if arg == "--profile" and index + 1 < len(argv):
+            pin_numerics(argv[index + 1])
+        elif arg.startswith("--profile="):
+            pin_numerics(arg.split("=", 1)[1])
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one-line errors and exit code 2 for bad input."""
+    pin_for_profile(sys.argv[1:] if argv is None else argv)
     try:
         cli.main(args=argv, prog_name="bench", standalone_mode=False)
     except (BadInput, click.UsageError) as error:

@@ -20,9 +20,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import torch
-
 DETERMINISTIC_PROFILES = frozenset({"ci"})
+# The math libraries' code paths for the deterministic profiles, set before torch is imported (the
+# libraries read them once): MKL's conditional-numerical-reproducibility AVX2 path, oneDNN's ISA cap at
+# AVX2 and PyTorch's own kernels at AVX2. Every x86-64 CPU CI has met has AVX2, so every kind computes the
+# same sums in the same order (docs/ci.md "Pinned numerics" has the measurement).
+PINNED_NUMERICS = {"MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 # Intra-op threads for deterministic profiles: the CI machine's core count. Two runs of the ci grid
 # with this setting agreed exactly on a 2-core machine (README "Regression baseline").
 THREADS = 2
@@ -46,6 +49,8 @@ def is_deterministic(profile_name: str) -> bool:
 
 def configure(profile, device: str = "cpu") -> Settings | None:
     """Make this process deterministic when ``profile`` (a Profile or its name) asks for it."""
+    import torch  # here, not at the top: pin_numerics must run before torch is first imported
+
     name = getattr(profile, "name", profile)
     if not is_deterministic(name):
         return None
@@ -61,6 +66,8 @@ def configure(profile, device: str = "cpu") -> Settings | None:
 
 def current() -> Settings:
     """The process's present settings (for tests and the manifest)."""
+    import torch
+
     return Settings(
         threads=torch.get_num_threads(),
         deterministic_algorithms=torch.are_deterministic_algorithms_enabled(),
@@ -68,3 +75,21 @@ def current() -> Settings:
         cudnn_deterministic=bool(torch.backends.cudnn.deterministic),
         cudnn_benchmark=bool(torch.backends.cudnn.benchmark),
     )
+
+
+def pin_numerics(profile_name: str) -> bool:
+    """Set ``PINNED_NUMERICS`` in this process's environment for a deterministic profile, if torch is not
+    imported yet (a variable the user set already is kept); True when the pins are in force."""
+    import sys
+
+    if not is_deterministic(profile_name):
+        return False
+    if "torch" not in sys.modules:
+        for name, value in PINNED_NUMERICS.items():
+            os.environ.setdefault(name, value)
+    return numerics() == PINNED_NUMERICS
+
+
+def numerics() -> dict[str, str | None]:
+    """The code-path variables as this process has them (for the manifest)."""
+    return {name: os.environ.get(name) for name in PINNED_NUMERICS}

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 import bench
+from bench import frozen
 from bench.attacks.base import Attack, detector_device
 from bench.cache import DetectorCache
 from bench.contracts import Cell, EvalSet, RunContext
@@ -156,6 +157,12 @@ def fit_detector(
     if "oe" in method.requires and cell.task.oe is None:
         return None, f"{method_name} needs an auxiliary outlier source; dataset has none", 0.0
     task = method_task(plan, method_name, cell)
+    if plan.spec.frozen_detectors is not None:
+        found = frozen.load(plan.frozen_entry(method_name, cell.cell_id, task.seed), plan.device)
+        if isinstance(found, str):
+            return None, found, 0.0
+        trained = found.meta.get("training", {}).get("train_seconds")
+        return found, "", float(trained) if trained is not None else 0.0
     key = detector_key(method_name, method, task)
     started = time.perf_counter()
     detector = cache.load_detector(key, plan.device)
@@ -164,12 +171,16 @@ def fit_detector(
         try:
             detector = method.fit(task, ctx)
         except NotApplicable as reason:
+            if plan.spec.save_detectors is not None:
+                frozen.save(plan.frozen_entry(method_name, cell.cell_id, task.seed), str(reason))
             return None, str(reason), 0.0
         detector.meta.update(
             {"method": method_name, "hyperparameters": method.hyperparameters(), "cache_key": key}
         )
         detector = detector.to(plan.device).eval()
         cache.save_detector(key, detector)
+    if plan.spec.save_detectors is not None:
+        frozen.save(plan.frozen_entry(method_name, cell.cell_id, task.seed), detector)
     elapsed = time.perf_counter() - started
     trained = detector.meta.get("training", {}).get("train_seconds")
     return detector, "", float(trained) if trained is not None else elapsed

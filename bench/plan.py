@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from bench import frozen
 from bench.attacks.base import Attack
 from bench.cache import payload_hash
 from bench.code_version import method_dependencies, source_version
@@ -89,6 +90,10 @@ class RunSpec:
     # Compute only these cells of the grid (None: all). A selection, not part of the run's configuration:
     # the same command without --cells later computes the rest into the same --out.
     cells: list[str] | None = None
+    # Evaluate the detectors saved in this folder instead of fitting any (bench.frozen); part of the run's
+    # configuration. ``save_detectors`` also writes every detector of the run there (not part of it).
+    frozen_detectors: Path | None = None
+    save_detectors: Path | None = None
 
     def run_settings(self) -> list[str]:
         """The --set values that define the run (the executor's do not: a run resumes on any executor)."""
@@ -174,7 +179,14 @@ class RunPlan:
             "seeds": self.spec.seeds,
             "settings": sorted(self.spec.run_settings()),
             "oe": self.spec.oe or "dataset default",
+            # only when given, so the runs made before the option resume as they were
+            **({"frozen_detectors": str(self.spec.frozen_detectors)} if self.spec.frozen_detectors else {}),
         }
+
+    def frozen_entry(self, method: str, cell: str, seed: int) -> Path:
+        """Where ``--frozen-detectors`` / ``--save-detectors`` keep this unit group's detector."""
+        root = self.spec.frozen_detectors or self.spec.save_detectors
+        return frozen.entry_dir(root, self.spec.dataset, self.spec.protocol, method, cell, seed)
 
 
 def command_view(config: dict[str, Any] | None) -> Any:
@@ -316,6 +328,7 @@ def plan_run(spec: RunSpec) -> RunPlan:
             f"a seed is named twice in --seeds {' '.join(map(str, spec.seeds))}; accepted: distinct seeds"
         )
     check_executor(spec)
+    check_detector_folders(spec)
     # on ray, "auto" is chosen by each task on its own node (a GPU when it was given one)
     device = "auto" if spec.executor == "ray" and spec.device == "auto" else resolve_device(spec.device)
 
@@ -366,6 +379,8 @@ def plan_run(spec: RunSpec) -> RunPlan:
         )
     plan.dataset = prepare_dataset(spec)
     check_cells(spec, plan)
+    if spec.frozen_detectors is not None:
+        check_frozen_detectors(plan)
     size = plan.dataset.image_shape[-1]
     plan.method_profiles = {name: method_profile(profile, name, size, spec.dataset) for name in methods}
     for name, method in methods.items():
@@ -517,6 +532,33 @@ def check_cells(spec: RunSpec, plan: RunPlan) -> None:
             )
     if len(set(spec.cells)) != len(spec.cells):
         raise BadInput(f"a cell is named twice in --cells {' '.join(spec.cells)}")
+
+
+def check_detector_folders(spec: RunSpec) -> None:
+    if spec.frozen_detectors is not None and spec.save_detectors is not None:
+        raise BadInput("--frozen-detectors and --save-detectors exclude each other; accepted: one of them")
+    if spec.frozen_detectors is not None and not Path(spec.frozen_detectors).is_dir():
+        raise BadInput(
+            f"--frozen-detectors {str(spec.frozen_detectors)!r} is not a folder; "
+            "accepted: a folder written by bench run --save-detectors"
+        )
+    if spec.save_detectors is not None and not spec.dry_run:
+        try:
+            Path(spec.save_detectors).mkdir(parents=True, exist_ok=True)
+            probe = tempfile.NamedTemporaryFile(dir=spec.save_detectors)  # noqa: SIM115
+            probe.close()
+        except OSError as error:
+            raise BadInput(
+                f"--save-detectors {str(spec.save_detectors)!r} cannot be written ({error.strerror}); "
+                "accepted: a writable folder"
+            ) from None
+
+
+def check_frozen_detectors(plan: RunPlan) -> None:
+    """BadInput unless every unit group of the grid has a checked detector under --frozen-detectors."""
+    groups = sorted({(u.method, u.cell, u.seed) for u in expected_units(plan)})
+    for method, cell, seed in groups:
+        frozen.check_entry(plan.frozen_entry(method, cell, seed))
 
 
 def expected_units(plan: RunPlan, dataset=None, protocol=None) -> list[Unit]:

@@ -23,6 +23,7 @@ from typing import Any
 
 from bench.cache import DetectorCache
 from bench.determinism import configure as configure_determinism
+from bench.determinism import numerics
 from bench.execute import UnitResult
 from bench.executors import Executor, create_executor
 from bench.plan import (  # noqa: F401 - re-exported: bench.runner is the historical import path
@@ -170,6 +171,7 @@ class Runner:
                 "executor": self.executor.name,
                 "host": socket.gethostname(),
                 "cpu": cpu_kind(),  # a resumed run may finish on another machine
+                "numerics": numerics(),  # the math libraries' pinned code paths (bench.determinism)
                 "started": now(),
                 "finished": None,
                 "units_total": n_units,
