@@ -211,7 +211,7 @@ def _row_presence(base, cand, verdict: Verdict):
         verdict.findings.append(Finding("missing in candidate", _where(key), base.at[key, "value"]))
     for key in cand.index.difference(base.index):
         verdict.findings.append(Finding("missing in baseline", _where(key), None, cand.at[key, "value"]))
-    both = base.join(cand, how="inner", lsuffix="_b", rsuffix="_c")
+    both = base.merge(cand, left_index=True, right_index=True, suffixes=("_b", "_c"))
     verdict.compared = len(both)
     changed = both[both["status_b"] != both["status_c"]]
     for key, row in changed.iterrows():
