@@ -1,4 +1,4 @@
-"""The CI regression baseline: ``results/baseline/ci.csv`` (README "Regression baseline").
+"""The CI regression baseline: ``results/baseline/ci.csv`` (docs/ci.md).
 
 ``python -m bench.baseline`` runs the real CLI, ``bench run --methods <every registered method>
 --protocol P --dataset digits --profile ci`` with every registered attack, once per protocol, each into

@@ -31,8 +31,9 @@ column of its own; a cell without a finished group of ours has no row.
 
 ``--readme README.md`` rewrites, instead of printing, every block of that file fenced by
 ``<!-- paper_table ARGS -->`` and ``<!-- /paper_table -->`` with this module's output for ARGS (for
-example ``--grid results/reference/*-reference``, globs expanded from the file's folder), so the README's
-tables are generated from the committed results; ``tests/test_readme_tables.py`` checks that they are.
+example ``--grid results/reference/*-reference``, globs expanded from the nearest folder above the file
+that holds ``results/``), so the tables of README.md and docs/findings.md are generated from the committed
+results; ``tests/test_readme_tables.py`` checks that they are.
 """
 
 from __future__ import annotations
@@ -329,6 +330,15 @@ def refresh_readme(text: str, folder: Path) -> str:
     return BLOCK.sub(one, text)
 
 
+def document_root(path: Path) -> Path:
+    """The folder a document's block paths are relative to: the nearest one above ``path`` that holds
+    ``results/`` (the repository's root for README.md and docs/findings.md), else the document's own."""
+    for folder in path.resolve().parents:
+        if (folder / "results").is_dir():
+            return folder
+    return path.parent
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.paper_table", description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="*", type=Path)
@@ -357,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             blocks = len(BLOCK.findall(text))
             if not blocks:
                 raise BadInput(f"--readme {args.readme} has no <!-- paper_table ARGS --> block")
-            new = refresh_readme(text, args.readme.parent)
+            new = refresh_readme(text, document_root(args.readme))
             if new != text:
                 args.readme.write_text(new, encoding="utf-8")
             print(f"{args.readme}: {blocks} blocks, {'rewritten' if new != text else 'unchanged'}")

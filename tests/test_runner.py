@@ -206,7 +206,7 @@ def test_manifest_records_the_run(ood_run):
     assert manifest["profile"]["pgd_steps"] == CI.pgd_steps
     assert manifest["finished"] is not None
     assert manifest["invocations"][0]["units_total"] == 3 * 2
-    # the CPU kind the floats came from (README "Regression baseline"), for the run and each invocation
+    # the CPU kind the floats came from (docs/ci.md), for the run and each invocation
     assert manifest["cpu"] == cpu_kind() == manifest["invocations"][0]["cpu"]
 
 
