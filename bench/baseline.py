@@ -82,7 +82,7 @@ UNKNOWN_CPU_TOLERANCE = 0.2
 # baseline exactly). Rows whose detector changed are judged per method and protocol against
 # TRAINING_MARGIN times the largest gap measured when only the rounding of training changes: the kind's
 # committed reruns at other thread counts (ROUNDING_RUNS/<kind>-threads<N>.csv,
-# docs/measurements/ci_rounding.py), never less than TOLERANCE. The margin is room for a host that rounds
+# bench study ci-rounding), never less than TOLERANCE. The margin is room for a host that rounds
 # further than the reruns did.
 ROUNDING_RUNS = Path("results/baseline/rounding")
 TRAINING_MARGIN = 2.0

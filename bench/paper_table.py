@@ -1,8 +1,8 @@
 """Our numbers beside the papers': a Markdown table for the README (issue 12, Sec. 5).
 
-``python -m bench.paper_table results/reference/* [--published results/published] [--papers rodeo]
+``bench paper-table results/reference/* [--published results/published] [--papers rodeo]
 [--compact]``
-``python -m bench.paper_table --grid results/reference/*-reference``
+``bench paper-table --grid results/reference/*-reference``
 
 For every published row that matches ours on (method, protocol, dataset, attack) and is a mean over cells
 (the papers' Table 1 columns): our mean over the cells we ran (``bench.site.published_comparison``), the
@@ -91,7 +91,7 @@ def finished_rows(sources: list) -> pd.DataFrame:
 
 def finished_groups(rows, planned) -> set:
     """The group keys among ``rows`` ((key, attack, status) triples) whose non-error attacks cover
-    ``planned(key)``: the one rule of a finished group (paper_table, results/reference/commit_finished.py)."""
+    ``planned(key)``: the one rule of a finished group (paper_table, bench study commit-finished)."""
     reached: dict = {}
     for key, attack, status in rows:
         attacks = reached.setdefault(key, set())
@@ -340,7 +340,7 @@ def document_root(path: Path) -> Path:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.paper_table", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="bench paper-table", description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="*", type=Path)
     parser.add_argument("--published", type=Path, default=Path("results/published"))
     parser.add_argument("--papers", nargs="+", default=None, help="e.g. rodeo atom (default: all)")
@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print(render(argv if argv is not None else sys.argv[1:]))
     except BadInput as error:
-        print(f"paper_table: error: {error}", file=sys.stderr)
+        print(f"bench paper-table: error: {error}", file=sys.stderr)
         return 2
     return 0
 

@@ -240,7 +240,7 @@ class RunLock:
             return True
         if holder["host"] != socket.gethostname():
             return False  # cannot tell from here whether it still runs
-        return not _pid_alive(holder["pid"])
+        return not pid_alive(holder["pid"])
 
     def acquire(self) -> RunLock:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -287,7 +287,7 @@ class RunLock:
         self.release()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

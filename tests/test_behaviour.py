@@ -20,7 +20,8 @@ from statistics import mean
 import pytest
 
 from bench.cache import DetectorCache
-from bench.runner import Runner, RunSpec, plan_run
+from bench.plan import RunSpec, plan_run
+from bench.runner import Runner
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,8 @@ from bench.backbones import backbone_files
 from bench.backbones import files as backbone_files_module
 from bench.code_version import file_digest, method_dependencies, module_closure, source_version
 from bench.config import get_profile
+from bench.plan import detector_key, method_hash
 from bench.registry import METHODS
-from bench.runner import detector_key, method_hash
 
 # Which registered methods use each module (read from the code). clip and bce-clip reach tiny_ddpm and
 # glyph_corpus through bench.backbones -> tiny_clip, whose training and evaluation helpers import them

@@ -23,10 +23,11 @@ from bench.contracts import Method
 from bench.detector import Detector
 from bench.errors import BadInput
 from bench.metrics import METRICS, auroc
+from bench.plan import RunSpec, plan_run
 from bench.protocols import NoveltyDetection
 from bench.provenance import cpu_kind
 from bench.registry import ATTACKS, METHODS
-from bench.runner import Runner, RunSpec, plan_run
+from bench.runner import Runner
 
 from .conftest import FinishedRun, bench_cmd, bench_env, execute_run, read_rows
 
@@ -356,7 +357,7 @@ def test_a_repeated_seed_is_rejected_before_anything_is_written(tmp_path):
 
 def test_oe_option_swaps_the_outlier_source_and_names_the_run():
     from bench.datasets import load_dataset
-    from bench.runner import with_oe_source
+    from bench.plan import with_oe_source
 
     dataset = load_dataset("digits")
     assert dataset.oe_source(50, 0).name == "glyph-letters"

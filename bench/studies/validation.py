@@ -1,6 +1,6 @@
 """Choose hyperparameters on a validation split carved from the training data, never on the test split.
 
-``python -m bench.validation --method rodeo --protocol nd --dataset digits --set rodeo.guidance_scale=1000``
+``bench study validation --method rodeo --protocol nd --dataset digits --set rodeo.guidance_scale=1000``
 (options: ``--profile``, ``--seeds``, ``--cells``, ``--attacks``, ``--fraction``, ``--outliers``, ``--oe``,
 ``--device``, ``--network``, ``--epochs``, ``--out FILE.csv``).
 
@@ -58,8 +58,9 @@ import torch
 
 from bench.cache import DetectorCache
 from bench.config import Profile, for_dataset, get_profile, parse_overrides, with_overrides
-from bench.contracts import Cell, EvalSet, Method, RunContext, TrainTask
+from bench.contracts import Cell, EvalSet, Method, TrainTask
 from bench.errors import BadInput, NotApplicable
+from bench.execute import load_or_fit
 from bench.metrics import auroc
 from bench.registry import ATTACKS, DATASETS, METHODS, PROTOCOLS
 
@@ -196,25 +197,9 @@ def build_method(name: str, settings: dict[str, Any]) -> Method:
         raise BadInput(f"bad --set for {name}: {error}") from None
 
 
-def fit_cached(method_name: str, method: Method, task: TrainTask, cache: DetectorCache, device: str):
-    """The detector of ``method`` on ``task`` from the cache, or fitted and cached (as ``bench run``)."""
-    from bench.runner import detector_key
-
-    key = detector_key(method_name, method, task)
-    detector = cache.load_detector(key, device)
-    if detector is None:
-        detector = method.fit(task, RunContext(device=device, cache=cache))
-        detector.meta.update(
-            {"method": method_name, "hyperparameters": method.hyperparameters(), "cache_key": key}
-        )
-        detector = detector.to(device).eval()
-        cache.save_detector(key, detector)
-    return detector
-
-
 def run_validation(spec: ValidationSpec, cache: DetectorCache | None = None, log=None) -> list[dict]:
     """Rows (dicts with :data:`CSV_COLUMNS`) for every (seed, cell, outliers, attack), then the means."""
-    from bench.runner import with_oe_source
+    from bench.plan import with_oe_source
 
     if not 0.0 < spec.fraction < 1.0:
         raise BadInput(f"--fraction must lie in (0, 1), got {spec.fraction}")
@@ -273,7 +258,7 @@ def run_validation(spec: ValidationSpec, cache: DetectorCache | None = None, log
             split = validation_split(cell, dataset, profile, seed, spec.fraction, spec.outliers)
             started = time.perf_counter()
             try:
-                detector = fit_cached(spec.method, method, split.fit_task, cache, spec.device)
+                detector = load_or_fit(spec.method, method, split.fit_task, cache, spec.device)
                 reason = ""
             except NotApplicable as error:
                 detector, reason = None, str(error)
@@ -361,7 +346,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 
 def parse_args(argv: list[str] | None) -> tuple[ValidationSpec, Path | None]:
-    parser = argparse.ArgumentParser(prog="python -m bench.validation", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="bench study validation", description=__doc__.split("\n\n")[0])
     parser.add_argument("--method", required=True)
     parser.add_argument("--protocol", required=True)
     parser.add_argument("--dataset", default="digits")
@@ -400,7 +385,7 @@ def parse_args(argv: list[str] | None) -> tuple[ValidationSpec, Path | None]:
 def main(argv: list[str] | None = None) -> None:
     try:
         spec, out = parse_args(argv)
-        from bench.runner import resolve_device
+        from bench.plan import resolve_device
 
         spec.device = resolve_device(spec.device)
         started = time.perf_counter()
@@ -408,7 +393,7 @@ def main(argv: list[str] | None = None) -> None:
         if out is not None:
             write_csv(rows, out)
     except BadInput as error:
-        print(f"bench.validation: error: {error}", file=sys.stderr)
+        print(f"bench study validation: error: {error}", file=sys.stderr)
         sys.exit(2)
     network = f" (network {spec.network})" if spec.network else ""
     print(
@@ -418,7 +403,3 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(format_table(rows))
     print(f"{time.perf_counter() - started:.1f} s" + (f"; CSV {out}" if out is not None else ""))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """Check a profile's attack budgets against PGD-1000 x 10 on the same test images (issue 12, Sec. 3).
 
-``python -m bench.budget_check --dataset mnist --protocol nd --profile reference --methods oe atom
+``bench study budget --dataset mnist --protocol nd --profile reference --methods oe atom
 --cells class0 class1 --per-side 200 --out results/budget_check/mnist-nd.csv``
 
 For every (method, cell): the detector is the one ``bench run`` with the same profile would train (the
@@ -44,10 +44,11 @@ from bench.config import for_dataset, get_profile
 from bench.contracts import EvalSet
 from bench.digests import detector_digest, tensor_digest
 from bench.errors import BadInput
+from bench.execute import load_or_fit
 from bench.metrics import auroc
 from bench.registry import ATTACKS, DATASETS, METHODS, PROTOCOLS
-from bench.store import _pid_alive
-from bench.validation import build_method, fit_cached
+from bench.store import pid_alive
+from bench.studies.validation import build_method
 
 YARDSTICK = "pgd-1000x10"
 WAIT_SECONDS = 10.0  # how often a check polls for restarts that another process is running
@@ -124,7 +125,7 @@ class RestartStore:
                 handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
                 host, _, pid = path.read_text(encoding="utf-8").partition(" ")
-                if host != socket.gethostname() or not pid.strip().isdigit() or _pid_alive(int(pid)):
+                if host != socket.gethostname() or not pid.strip().isdigit() or pid_alive(int(pid)):
                     return False
                 path.unlink(missing_ok=True)  # its process died: take it over
                 continue
@@ -267,7 +268,7 @@ def check_budgets(
         labels = evalset.is_outlier.numpy()
         for method_name in methods:
             method = build_method(method_name, {})
-            detector = fit_cached(method_name, method, cell.task, cache, device)
+            detector = load_or_fit(method_name, method, cell.task, cache, device)
             key = {
                 "dataset": dataset_name,
                 "protocol": protocol_name,
@@ -353,7 +354,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.budget_check", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="bench study budget", description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--protocol", default="nd")
     parser.add_argument("--profile", default="reference")
@@ -394,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
             log=lambda line: print(line, file=sys.stderr, flush=True),
         )
     except BadInput as error:
-        print(f"budget_check: error: {error}", file=sys.stderr)
+        print(f"bench study budget: error: {error}", file=sys.stderr)
         return 2
     print(format_table(rows))
     if args.out is not None:
@@ -406,7 +407,3 @@ def main(argv: list[str] | None = None) -> int:
             writer.writerows(rows)
         tmp.replace(args.out)
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Which classes an osr split's AUROC is lost on: per unknown class and per known class (issue 12, Sec. 5).
 
-``BENCH_DATA=... python docs/measurements/osr_per_class.py results/reference/mnist-osr-reference
+``BENCH_DATA=... bench study osr-per-class results/reference/mnist-osr-reference
 [--methods rodeo atom] [--cells split3] [--out results/osr_per_class/mnist.csv]``
 
 A split's AUROC pools four unknown classes against six known ones. From the scores a grid stored
@@ -74,15 +74,15 @@ def markdown_table(rows: pd.DataFrame, method: str) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="bench study osr-per-class", description=__doc__.split("\n\n")[0])
     parser.add_argument("grid", type=Path, nargs="?", help="a results folder of an osr grid")
     parser.add_argument("--methods", nargs="+", help="default: every method with stored scores")
     parser.add_argument("--cells", nargs="+", help="default: every cell with stored scores")
     parser.add_argument("--out", type=Path, help="also write the rows to this CSV")
     parser.add_argument("--markdown", metavar="METHOD", help="print METHOD's table from --from instead")
     parser.add_argument("--from", dest="source", type=Path, help="a CSV this script wrote")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.markdown:
         if args.source is None:
             parser.error("--markdown needs --from CSV")
@@ -128,7 +128,3 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)
-
-
-if __name__ == "__main__":
-    main()

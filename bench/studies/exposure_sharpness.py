@@ -1,9 +1,9 @@
 """Sharpness of RODEO's generated exposure against the inliers, per DDPM backbone (issue 12, Sec. 2).
 
-``BENCH_DATA=... BENCH_CACHE=... python docs/measurements/exposure_sharpness.py [--profile quick]
+``BENCH_DATA=... BENCH_CACHE=... bench study exposure-sharpness [--profile quick]
 [--dataset mnist] [--protocol nd] [--cells class0 class1 class2] [--ddpm glyph-ddpm glyph-ddpm-32]``
 
-For every chosen cell, on the same validation split that ``python -m bench.validation`` carves (seed 0,
+For every chosen cell, on the same validation split that ``bench study validation`` carves (seed 0,
 20% of the training inliers held out), it builds RODEO's exposure with each DDPM (from the cache when a
 validation run made it) and prints the mean variance of the Laplacian (a 3x3 kernel, images in [0, 1]) of
 all generated images, of the kept ones, of the inliers and of the validation's other-classes images (the
@@ -23,7 +23,7 @@ from bench.cache import DetectorCache
 from bench.config import for_dataset, get_profile
 from bench.contracts import RunContext
 from bench.registry import DATASETS, PROTOCOLS
-from bench.validation import build_method, validation_split
+from bench.studies.validation import build_method, validation_split
 
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
 
@@ -40,14 +40,16 @@ def mean_pixel(images: torch.Tensor) -> float:
     return float(images.float().mean()) if len(images) else float("nan")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="bench study exposure-sharpness", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--protocol", default="nd")
     parser.add_argument("--cells", nargs="+", default=["class0", "class1", "class2"])
     parser.add_argument("--ddpm", nargs="+", default=["glyph-ddpm", "glyph-ddpm-32"])
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     builder = DATASETS.get(args.dataset)
     dataset = builder()
     profile = for_dataset(get_profile(args.profile), builder)
@@ -74,7 +76,3 @@ def main() -> None:
                 + ",".join(f"{mean_pixel(x):.4f}" for x in sets),
                 flush=True,
             )
-
-
-if __name__ == "__main__":
-    main()

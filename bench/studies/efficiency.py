@@ -1,6 +1,6 @@
 """Attack efficiency: attacked AUROC against gradient evaluations per image (issue 3).
 
-    python -m bench.efficiency --methods msp oe atom --out results/efficiency --max-per-side 100
+    bench study efficiency --methods msp oe atom --out results/efficiency --max-per-side 100
 
 Trains (or loads from the detector cache) the digits quick-profile detectors of the given methods on
 the first open-set split, then runs pgd (1, 10, 100, 1000 steps x 1 and 10 restarts), aa and a3
@@ -21,8 +21,8 @@ from bench.attacks.autoattack import AutoAttackScore
 from bench.attacks.pgd import PGD
 from bench.cache import DetectorCache
 from bench.config import get_profile
-from bench.contracts import RunContext
 from bench.datasets import load_dataset
+from bench.execute import load_or_fit
 from bench.metrics import auroc
 from bench.protocols import get_protocol
 from bench.registry import METHODS
@@ -50,19 +50,6 @@ def attacks():
         yield f"a3-{budget}", AdaptiveAutoAttack(budget_per_sample=budget)
 
 
-def fit(method_name: str, task, cache: DetectorCache):
-    """The detector the runner would train for this task (shared detector cache)."""
-    from bench.runner import detector_key
-
-    method = METHODS.get(method_name)()
-    key = detector_key(method_name, method, task)
-    detector = cache.load_detector(key)
-    if detector is None:
-        detector = method.fit(task, RunContext(device="cpu", cache=cache))
-        cache.save_detector(key, detector)
-    return detector.eval()
-
-
 def run(methods: list[str], out: Path, max_per_side: int, seed: int = 0) -> Path:
     profile = get_profile("quick")
     dataset = load_dataset("digits")
@@ -82,7 +69,7 @@ def run(methods: list[str], out: Path, max_per_side: int, seed: int = 0) -> Path
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         for method_name in methods:
-            detector = fit(method_name, cell.task, cache)
+            detector = load_or_fit(method_name, METHODS.get(method_name)(), cell.task, cache, "cpu")
             clean = auroc(detector.score(x).numpy(), is_outlier.numpy())
             for name, attack in attacks():
                 attack.reset_spent()
@@ -138,14 +125,10 @@ def plot(csv_path: Path, png_path: Path) -> None:
     figure.savefig(png_path, dpi=110)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="bench study efficiency", description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=["msp", "oe"])
     parser.add_argument("--out", type=Path, default=Path("results/efficiency"))
     parser.add_argument("--max-per-side", type=int, default=100)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     print(run(args.methods, args.out, args.max_per_side))
-
-
-if __name__ == "__main__":
-    main()

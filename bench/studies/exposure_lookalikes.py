@@ -1,6 +1,6 @@
 """How much of RODEO's kept exposure looks like a known class, per osr split (issue 12, Sec. 5).
 
-``BENCH_DATA=... BENCH_CACHE=... python docs/measurements/exposure_lookalikes.py --dataset mnist
+``BENCH_DATA=... BENCH_CACHE=... bench study exposure-lookalikes --dataset mnist
 [--cells split0 split3] [--confidence 0.9]``
 
 RODEO trains class K+1 on the generated images its CLIP filter kept and scores a test image by the
@@ -17,7 +17,7 @@ the same split (from the cache, or trained as ``bench run`` trains it) and print
 
 ``--correlate PER_CLASS_CSV --from LOOKALIKES_CSV`` prints, from rows written before, the Spearman
 correlation between a known class's ``read_as_share`` and RODEO's clean AUROC of that class against the
-unknowns (``docs/measurements/osr_per_class.py``'s ``known`` rows).
+unknowns (``bench study osr-per-class``'s ``known`` rows).
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ import torch
 
 from bench.cache import DetectorCache
 from bench.config import for_dataset, get_profile
+from bench.execute import load_or_fit
 from bench.registry import DATASETS, PROTOCOLS
-from bench.validation import build_method, fit_cached
+from bench.studies.validation import build_method
 
 
 def correlation(lookalikes: pd.DataFrame, per_class: pd.DataFrame) -> tuple[float, int]:
@@ -46,14 +47,16 @@ def correlation(lookalikes: pd.DataFrame, per_class: pd.DataFrame) -> tuple[floa
     return float(merged.read_as_share.corr(merged.auroc, method="spearman")), len(merged)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="bench study exposure-lookalikes", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--cells", nargs="+", default=["split0", "split1", "split2", "split3", "split4"])
     parser.add_argument("--confidence", type=float, default=0.9)
     parser.add_argument("--correlate", type=Path, metavar="PER_CLASS_CSV")
     parser.add_argument("--from", dest="source", type=Path, metavar="LOOKALIKES_CSV")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.correlate:
         if args.source is None:
             parser.error("--correlate needs --from LOOKALIKES_CSV")
@@ -81,7 +84,7 @@ def main() -> None:
         kept = tensors["kept"]
         images = tensors["images"][kept]
         origin = task.labels[tensors["source_index"][kept]]
-        classifier = fit_cached("msp", build_method("msp", {}), task, cache, "cpu")
+        classifier = load_or_fit("msp", build_method("msp", {}), task, cache, "cpu")
         with torch.inference_mode():
             probs = torch.softmax(classifier.network(images)[:, : task.num_classes], dim=1)
         confidence, predicted = probs.max(dim=1)
@@ -93,7 +96,3 @@ def main() -> None:
                 f"{read_as / max(len(images), 1):.4f},{len(images)}",
                 flush=True,
             )
-
-
-if __name__ == "__main__":
-    main()

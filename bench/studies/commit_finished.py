@@ -1,17 +1,18 @@
-"""Commit the reference grids' finished groups, and the README tables made from them, while grids run.
+"""Commit the reference grids' finished groups, and the document tables made from them, while grids run.
 
-    .venv/bin/python results/reference/commit_finished.py "reference grids: ..."   # stage and commit
-    .venv/bin/python results/reference/commit_finished.py --dry                    # say what it would do
+    bench study commit-finished "reference grids: ..."   # stage and commit
+    bench study commit-finished --dry                    # say what it would do
 
 A group is (method, cell, seed): the fit and every attack the folder's manifest plans. For each
 ``results/reference/*-reference`` folder it stages results.csv holding only the rows of finished groups
-(written to git's index, not to the file, which the running grid keeps appending to), the manifest, the
-report.html and plots/ of exactly those rows (``bench.report``), and the scores and artifacts of finished
-groups; a group in flight stays out, so a commit never holds half a
-group (results/reference/README.md, "The machines"). Then it rewrites the README's ``<!-- paper_table -->``
-blocks from exactly what it staged (``python -m bench.paper_table --readme``; tests/test_readme_tables.py
-checks them) and commits the index. It refuses to start when anything else is staged, so nothing else
-goes in. Never ``git commit -a`` beside a running grid: it would commit the group in flight.
+(written to git's index, not to the file, which the running grid keeps appending to), the manifest, and
+the scores and artifacts (their data files: CSV, JSON, npz; pictures are built, never committed) of
+finished groups; a group in flight stays out, so a commit never holds half a group
+(results/reference/README.md, "The machines"). Then it rewrites the ``<!-- paper_table -->`` blocks of
+README.md and docs/findings.md from exactly what it staged (``bench paper-table --readme``;
+tests/test_readme_tables.py checks them) and commits the index. It refuses to start when anything else
+is staged, so nothing else goes in. Never ``git commit -a`` beside a running grid: it would commit the
+group in flight.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import tempfile
 from pathlib import Path
 
 GRIDS = "results/reference"
+DOCUMENTS = ("README.md", "docs/findings.md")  # the files whose paper_table blocks the grids feed
+DATA_SUFFIXES = {".csv", ".json", ".npz"}  # what results/ holds; pictures are built
 
 
 def _git(root: Path, *args: str, data: bytes | None = None) -> str:
@@ -53,10 +56,10 @@ def finished(folder: Path) -> tuple[list[str], list[dict], set[tuple], set[tuple
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="bench study commit-finished", description=__doc__.split("\n\n")[0])
     parser.add_argument("message", nargs="?", help="the commit message")
     parser.add_argument("--dry", action="store_true", help="print what would be committed; touch nothing")
-    parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[2])
+    parser.add_argument("--root", type=Path, default=Path("."), help="the repository (default: here)")
     args = parser.parse_args(argv)
     if not args.dry and not args.message:
         parser.error("a commit message is required (or --dry)")
@@ -64,13 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     staged = _git(root, "diff", "--cached", "--name-only").split()
     if staged and not args.dry:
         print(
-            f"commit_finished: error: already staged: {' '.join(staged)}; commit or unstage them first",
+            f"bench study commit-finished: error: already staged: {' '.join(staged)}; "
+            "commit or unstage them first",
             file=sys.stderr,
         )
         return 2
-    sys.path.insert(0, str(root))
     from bench.paper_table import refresh_readme
-    from bench.report import PLOTS_DIR, REPORT_FILE, write_report
 
     snapshot = Path(tempfile.mkdtemp(prefix="grids-"))
     paths, summary = [], []
@@ -94,32 +96,31 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             blob = _git(root, "hash-object", "-w", "--stdin", data=text.getvalue().encode()).strip()
             _git(root, "update-index", "--add", "--cacheinfo", f"100644,{blob},{rel / 'results.csv'}")
-            write_report(snapshot / rel)  # the report of exactly the rows staged
-            shutil.copy(snapshot / rel / REPORT_FILE, folder / REPORT_FILE)
-            shutil.copytree(snapshot / rel / PLOTS_DIR, folder / PLOTS_DIR, dirs_exist_ok=True)
-            paths += [str(rel / "results.csv"), str(rel / "manifest.json"), str(rel / REPORT_FILE)]
-            paths.append(str(rel / PLOTS_DIR))
+            paths += [str(rel / "results.csv"), str(rel / "manifest.json")]
             for method, cell, seed in sorted(done):
                 for path in (
                     folder / "scores" / method / cell,
                     folder / "artifacts" / method / f"{cell}-seed{seed}",
                 ):
-                    if path.exists():
-                        paths.append(str(path.relative_to(root)))
-        readme = (root / "README.md").read_text(encoding="utf-8")
-        fresh = refresh_readme(readme, snapshot)
+                    paths += [
+                        str(file.relative_to(root))
+                        for file in sorted(path.rglob("*"))
+                        if file.suffix in DATA_SUFFIXES and file.is_file()
+                    ]
+        documents = {
+            name: (root / name).read_text(encoding="utf-8") for name in DOCUMENTS if (root / name).is_file()
+        }
+        fresh = {name: refresh_readme(text, snapshot) for name, text in documents.items()}
     finally:
         shutil.rmtree(snapshot)
     print("\n".join(summary))
-    print("README tables: " + ("unchanged" if fresh == readme else "rewritten"))
+    for name, text in documents.items():
+        print(f"{name} tables: " + ("unchanged" if fresh[name] == text else "rewritten"))
     if args.dry:
         return 0
-    (root / "README.md").write_text(fresh, encoding="utf-8")
-    _git(root, "add", "--", "README.md", *(p for p in paths if not p.endswith("results.csv")))
+    for name, text in fresh.items():
+        (root / name).write_text(text, encoding="utf-8")
+    _git(root, "add", "--", *documents, *(p for p in paths if not p.endswith("results.csv")))
     _git(root, "commit", "-q", "-m", args.message)  # the index: the filtered results.csv blobs, not the files
     print(_git(root, "log", "--oneline", "-1").strip())
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

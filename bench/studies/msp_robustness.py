@@ -1,6 +1,6 @@
 """Why an undefended classifier keeps much of its AUROC under PGD on MNIST osr (issue 12, Sec. 5).
 
-``BENCH_DATA=... BENCH_CACHE=... python docs/measurements/msp_robustness.py [--datasets mnist fmnist]
+``BENCH_DATA=... BENCH_CACHE=... bench study msp-robustness [--datasets mnist fmnist]
 [--cell split0] [--eps 8 16 32 64] [--methods msp atom aloe]``
 
 The papers' undefended or barely defended detectors fall to a few AUROC points under PGD at 8/255 on
@@ -30,9 +30,10 @@ from torch import nn
 
 from bench.cache import DetectorCache
 from bench.config import for_dataset, get_profile
+from bench.execute import load_or_fit
 from bench.metrics import auroc
 from bench.registry import ATTACKS, DATASETS, PROTOCOLS
-from bench.validation import build_method, fit_cached
+from bench.studies.validation import build_method
 
 
 class LogMSP(nn.Module):
@@ -55,13 +56,13 @@ def attacked_auroc(detector, images, is_outlier, eps, profile) -> float:
     return auroc(scores, is_outlier.numpy())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="bench study msp-robustness", description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["mnist", "fmnist"])
     parser.add_argument("--cell", default="split0")
     parser.add_argument("--eps", nargs="+", type=float, default=[8, 16, 32, 64])
     parser.add_argument("--methods", nargs="+", default=["msp"])
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     cache = DetectorCache()
     print("method,dataset,cell,objective,eps,auroc,seconds")
     for name, method in ((n, m) for n in args.datasets for m in args.methods):
@@ -70,7 +71,7 @@ def main() -> None:
         profile = for_dataset(get_profile("reference"), builder)
         cells = PROTOCOLS.get("osr")().cells(dataset, profile, 0, "cpu")
         cell = next(c for c in cells if c.cell_id == args.cell)
-        detector = fit_cached(method, build_method(method, {}), cell.task, cache, "cpu")
+        detector = load_or_fit(method, build_method(method, {}), cell.task, cache, "cpu")
         evalset = cell.evalsets[0]
         images, is_outlier = evalset.images, evalset.is_outlier
         with torch.inference_mode():
@@ -105,7 +106,3 @@ def main() -> None:
         print(
             f"{method},{name},{args.cell},log-surrogate,{args.eps[0]:g},{value:.4f},{seconds:.0f}", flush=True
         )
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """Paper-profile smoke test for a GPU machine (issue 14): per-step costs, set beside the dry run's estimate.
 
-``python docs/measurements/paper_smoke.py --device cuda --out smoke.csv`` builds one nd cell of a CIFAR-10
+``bench study paper-smoke --device cuda --out smoke.csv`` builds one nd cell of a CIFAR-10
 stand-in at full resolution (random 3 x 32 x 32 images written through ``bench.datasets.torchvision_sets``'
 converter into a temporary ``$BENCH_DATA``, with a small 300K-Random-Images stand-in for OE), trains each
 method with its paper recipe for ``--steps`` optimiser steps, and runs the attacks at the paper profile's
@@ -52,7 +52,7 @@ def write_standin(root: Path, per_class: int, seed: int = 0) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="bench study paper-smoke", description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="+", default=["rodeo", "atom"])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--steps", type=int, default=20, help="optimiser steps per method")
@@ -149,7 +149,3 @@ def print_rows(rows: list[dict]) -> None:
             f"{row['seconds_per_train_step']} s; {row['grad_evals_per_image']} grad evals/image on "
             f"{row['images']} images in {row['attack_seconds']} s {ratio}"
         )
-
-
-if __name__ == "__main__":
-    main()

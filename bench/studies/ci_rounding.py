@@ -9,9 +9,9 @@ part of the ci grid that ``.ci/run`` reruns (``python -m bench.baseline --ci-par
 prints, per method, the largest AUROC gap from the committed baseline of this CPU kind over the rows whose
 detector changed. ``bench.baseline.TRAINING_TOLERANCE`` is chosen from it.
 
-    BENCH_CACHE=$(mktemp -d) .venv/bin/python docs/measurements/ci_rounding.py --threads 1 \\
+    BENCH_CACHE=$(mktemp -d) bench study ci-rounding --threads 1 \\
         --out results/baseline/rounding/x86_64-intel-avx512-amx-threads1.csv
-    BENCH_CACHE=$(mktemp -d) .venv/bin/python docs/measurements/ci_rounding.py --threads 4 \\
+    BENCH_CACHE=$(mktemp -d) bench study ci-rounding --threads 4 \\
         --methods atom ntom --out results/baseline/rounding/x86_64-intel-avx512-amx-threads4.csv
 """
 
@@ -71,13 +71,13 @@ def gaps(reference: Path, candidate: Path) -> pd.DataFrame:
     ).T.astype({"rows": int, "other_detector_rows": int})
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="bench study ci-rounding", description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads instead of 2 (default 1)")
     parser.add_argument("--out", type=Path, required=True, help="merged CSV of the perturbed run")
     parser.add_argument("--work", type=Path, help="run folders (default: temporary; give one to resume)")
     parser.add_argument("--methods", nargs="+", help="only these of the CI part's methods (default: all)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     bench.determinism.THREADS = args.threads
     if not args.out.exists():
         if args.work is not None:
@@ -94,7 +94,3 @@ def main() -> None:
     print(table.to_string(float_format=lambda v: f"{v:.4f}"))
     other, same = table.max_gap_other.max(), table.max_gap_same.max()
     print(f"largest gap, another detector: {other:.4f}; same detector: {same:.4f}")
-
-
-if __name__ == "__main__":
-    main()
