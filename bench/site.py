@@ -1396,7 +1396,39 @@ def _cell_plots(root: Path, stem: str, group: pd.DataFrame, sources: list[Source
             if plot:
                 plot.extra = {"entry": str(entry), "cell": str(cell)}
                 out.append(plot)
+        if source.scores_dir is not None:  # a run folder: its method's artifacts of this cell and seed
+            artifacts = source.path / "artifacts" / method / f"{cell}-seed{seed}"
+            for plot in artifact_pictures(root, base, artifacts, str(entry), str(cell)):
+                plot.extra = {"entry": str(entry), "cell": str(cell)}
+                out.append(plot)
     return out
+
+
+def artifact_pictures(root: Path, base: str, folder: Path, entry: str, cell: str) -> list[Plot]:
+    """A method's pictures of one cell and seed (RODEO's generated outliers): each ``NAME.npz`` holding an
+    ``image`` array (height x width [x channels], uint8) drawn as ``NAME.png``, or a ``NAME.png`` as it is
+    (a run folder of one's own: committed results hold pixels, never pictures)."""
+    import numpy as np
+    from PIL import Image
+
+    plots = []
+    for path in sorted(folder.glob("*.npz")) + sorted(folder.glob("*.png")):
+        rel = f"{base}-{slug(path.stem)}.png"
+        if path.suffix == ".npz":
+            with np.load(path) as data:
+                if "image" not in data.files:
+                    continue
+                image = data["image"]
+            buffer = io.BytesIO()
+            Image.fromarray(image).save(buffer, format="png")
+            _write(root / rel, buffer.getvalue())
+        elif path.with_suffix(".npz").is_file():
+            continue  # drawn from its pixels above
+        else:
+            _write(root / rel, path.read_bytes())
+        alt = f"{entry} on {cell}: {path.stem}, a picture the method wrote of its training (artifacts/)"
+        plots.append(Plot(rel, alt, f"{entry}, {cell}: {path.stem}", "artifact"))
+    return plots
 
 
 def _hyper_rows(method: str, rows: pd.DataFrame, sources: list[Source], cite: dict | None) -> list[dict]:

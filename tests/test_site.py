@@ -642,3 +642,22 @@ def test_ood_sets_several_eps_and_the_eps_plot(tmp_path):
     plot = site.eps_plot(tmp_path, "eps.png", group)
     assert (tmp_path / "eps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "oe / pgd: 70.0 at 4/255, 50.0 at 8/255" in plot.alt
+
+
+def test_artifact_pixels_are_drawn_on_the_cell_page(tmp_path):
+    """Committed results hold a method's pictures as pixels (``exposure.npz``, ``image``); the site draws
+    them as PNG beside the cell's ROC curves."""
+    scores = [("atom", "c0", 0, a, shift) for a, shift in (("clean", 0), ("pgd", 1))]
+    run = make_run(tmp_path / "r", [r for r in atom_rows() if r["cell"] == "c0"], scores=scores)
+    folder = run / "artifacts" / "atom" / "c0-seed0"
+    folder.mkdir(parents=True)
+    pixels = np.zeros((6, 10, 3), dtype=np.uint8)
+    pixels[:, :5] = 255
+    np.savez_compressed(folder / "exposure.npz", image=pixels)
+    out = tmp_path / "site"
+    site.build_site([run], out, published_dir=None)
+    html = read(out, "nd-toy.html")
+    src = next(p.split('"')[0] for p in html.split('src="')[1:] if "exposure" in p.split('"')[0])
+    from PIL import Image
+
+    assert (np.asarray(Image.open(out / src)) == pixels).all()
