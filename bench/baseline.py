@@ -45,7 +45,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bench.compare import KEY, load_rows
-from bench.store import atomic_write_bytes, unit_of
+from bench.files import atomic_write_bytes
+from bench.store import unit_of
 
 PROTOCOLS = ("nd", "osr", "ood")
 # What results/baseline/ci.csv holds and .ci/run reruns: every protocol. On a quiet 2-core machine the

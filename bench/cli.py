@@ -276,7 +276,9 @@ def execute(plan) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from bench.report import load_results, summary_table, write_report
+    from bench.report import write_report
+    from bench.results.rows import load_results
+    from bench.results.stats import summary_table
     from bench.runner import Runner
 
     console = Console()

@@ -39,6 +39,8 @@ from importlib.machinery import ModuleSpec
 from pathlib import Path
 from typing import Any
 
+from bench.files import sha256_file
+
 FOLLOWED = ("bench",)  # top-level packages whose modules are followed
 SKIPPED_FUNCTIONS = {"bench.registry": frozenset({"_load_plugins"})}
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the folder that holds bench/
@@ -89,19 +91,11 @@ def _stat_key(path: Path) -> tuple:
     return str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def file_digest(path: str | os.PathLike) -> str:
     """sha256 of a file's content, memoised on (resolved path, size, mtime, inode)."""
     key = _stat_key(Path(path).resolve())
     if key not in _digests:
-        _digests[key] = _sha256(Path(key[0]))
+        _digests[key] = sha256_file(Path(key[0]))
     return _digests[key]
 
 

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.errors import BadInput
-from bench.report import RESULTS_FILE, read_results_file
+from bench.results.rows import RESULTS_FILE, read_results_file
 
 KEY = ("method", "protocol", "dataset", "cell", "seed", "attack", "metric")
 JUDGED_METRIC = "auroc"

@@ -5,11 +5,11 @@
 ``bench paper-table --grid results/reference/*-reference``
 
 For every published row that matches ours on (method, protocol, dataset, attack) and is a mean over cells
-(the papers' Table 1 columns): our mean over the cells we ran (``bench.site.published_comparison``), the
-published value, ours - published in points, the profile ours ran in, and how many cells ours covers of
-the protocol's. A row over fewer cells than the protocol has is marked *partial*: a reference grid still
-running is not a comparison yet. Rows whose |difference| exceeds ``--gap`` (5 points) are marked, since
-each needs a diagnosis.
+(the papers' Table 1 columns): our mean over the cells we ran
+(``bench.results.published.published_comparison``), the published value, ours - published in points, the
+profile ours ran in, and how many cells ours covers of the protocol's. A row over fewer cells than the
+protocol has is marked *partial*: a reference grid still running is not a comparison yet. Rows whose
+|difference| exceeds ``--gap`` (5 points) are marked, since each needs a diagnosis.
 
 ``--compact`` (the README's form) folds a method's attacks into one row, "clean / PGD / AA / A3" in each
 of ours, published and difference, and the tables that print the same numbers (or some of them) into
@@ -74,7 +74,7 @@ def finished_rows(sources: list) -> pd.DataFrame:
     """``combine(sources)`` without the rows of unfinished groups: a (source, method, cell unit, seed) whose
     non-error rows lack an attack that its source's manifest plans. Sources without planned attacks (a
     bare CSV) keep every row."""
-    from bench.site import combine
+    from bench.results.rows import combine
     from bench.store import unit_of
 
     df = combine(sources)
@@ -108,7 +108,8 @@ def comparison_rows(
     finished group of ours, sorted by dataset, protocol, method, cell, attack."""
     from bench.config import get_profile
     from bench.registry import DATASETS, PROTOCOLS
-    from bench.site import load_published, load_source, published_comparison
+    from bench.results.published import load_published, published_comparison
+    from bench.results.rows import load_source
 
     sources = [load_source(path, i) for i, path in enumerate(runs)]
     planned = {key: cells for source in sources for key, cells in [planned_cells(source.manifest)] if key}
@@ -256,7 +257,7 @@ def grid_markdown(runs: list[Path]) -> str:
     """Per-cell AUROC % of the run folders, one table per protocol: | data, cell | method ... |, each
     entry the attacks of a finished group joined by " / " in attack order;
     multi-set cells give their ``<cell>:mean`` rows. Columns: the methods the folders plan (manifest)."""
-    from bench.site import load_source
+    from bench.results.rows import load_source
     from bench.store import AGGREGATE_SUFFIX, unit_of
 
     sources = [load_source(path, i) for i, path in enumerate(runs)]

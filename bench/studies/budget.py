@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import socket
@@ -45,6 +46,7 @@ from bench.contracts import EvalSet
 from bench.digests import detector_digest, tensor_digest
 from bench.errors import BadInput
 from bench.execute import load_or_fit
+from bench.files import atomic_write, atomic_write_bytes
 from bench.metrics import auroc
 from bench.registry import ATTACKS, DATASETS, METHODS, PROTOCOLS
 from bench.store import pid_alive
@@ -143,10 +145,9 @@ class RestartStore:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self._path(method, cell, restart)
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("wb") as handle:
-            np.savez(handle, key=np.array(json.dumps(key, sort_keys=True)), **values)
-        os.replace(tmp, path)
+        atomic_write(
+            path, lambda handle: np.savez(handle, key=np.array(json.dumps(key, sort_keys=True)), **values)
+        )
 
 
 def _one_restart(detector, evalset: EvalSet, eps: float, steps: int, seed: int, batch_size: int) -> dict:
@@ -399,11 +400,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(format_table(rows))
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(".tmp")
-        with tmp.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-        tmp.replace(args.out)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_bytes(args.out, text.getvalue().encode("utf-8"))
     return 0

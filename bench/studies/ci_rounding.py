@@ -27,7 +27,7 @@ import bench.determinism
 from bench import baseline
 from bench.cli import main as bench_main
 from bench.provenance import cpu_kind
-from bench.report import read_results_file
+from bench.results.rows import read_results_file
 
 
 def run_part(out: Path, work: Path, only: list[str] | None = None) -> None:
