@@ -12,10 +12,11 @@ system's finders, which know the package-dir mapping); a loaded module is read f
 Two kinds of import are skipped, which keeps a key to the code that its method really runs:
 
 - imports under ``if TYPE_CHECKING:`` (they never run);
-- the imports in ``bench.registry._load_plugins``, which imports ``bench.methods``, ``bench.attacks``,
-  ``bench.datasets`` and ``bench.protocols`` only so that every module registers itself. Followed, they
-  would put every module into every key (every method imports ``bench.registry``), and editing
-  ``attacks/pgd.py`` would retrain every detector.
+- the registry's plugin packages (``bench.registry.PLUGINS``: ``bench.methods``, ``bench.attacks``,
+  ``bench.datasets``, ``bench.protocols``), which ``_load_plugins`` imports by name, with ``importlib``,
+  only so that every module registers itself (that function is skipped should it ever import them
+  directly). Followed, they would put every module into every key (every method imports
+  ``bench.registry``), and editing ``attacks/pgd.py`` would retrain every detector.
 
 Other imports of those packages are followed like any other: ``bench.methods`` imports its modules with
 ``importlib`` (invisible here), so ``bench.detector``'s ``import bench.methods`` adds only its

@@ -45,7 +45,9 @@ import numpy as np
 
 from bench.errors import BadInput
 from bench.files import atomic_write, sha256_file
+from bench.registry import register_converted
 
+from .base import ConvertedSet
 from .oe_sources import default_data_root
 
 CONVERSION_VERSION = 1  # bump when the converted arrays or the record change
@@ -824,3 +826,15 @@ def fetch_with_progress(names: list[str] | tuple[str, ...], force: bool = False)
                 f"{data_root() / record['converted']['file']} ({record['converted']['bytes'] / 1e6:.1f} MB)"
             )
     return lines
+
+
+def converted_test_images(name: str, root: str | Path | None = None):
+    """The converted test images of ``name``, (N, 1, 28, 28) float32 in [0, 1]."""
+    import torch
+
+    arrays, _ = load_converted(name, root, parts=("test",))
+    return torch.from_numpy(arrays["test_images"]).unsqueeze(1).float().div_(255.0)
+
+
+for _name in SPECS:
+    register_converted(_name)(ConvertedSet(require_converted, converted_test_images))
