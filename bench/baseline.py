@@ -42,7 +42,8 @@ from pathlib import Path
 from bench.compare import KEY
 from bench.determinism import PINNED_NUMERICS
 from bench.errors import BadInput
-from bench.store import AGGREGATE_SUFFIX, atomic_write_bytes, unit_of
+from bench.files import atomic_write_bytes
+from bench.store import AGGREGATE_SUFFIX, unit_of
 
 DATASET = "digits"
 PROFILE = "ci"

@@ -1,4 +1,5 @@
-"""Command line: ``bench run`` and ``bench list``.
+"""Command line: ``bench run``, ``list``, ``data``, ``backbones``, ``report``, ``compare``,
+``paper-table`` and ``study`` (the measurement studies of :mod:`bench.studies`).
 
 Options that take several values accept them space-separated after one flag
 (``--methods msp energy oe``), repeated (``--methods msp --methods oe``) or comma-separated.
@@ -115,7 +116,7 @@ def run_command(
     save_detectors,
 ):
     """Run methods x protocol cells x seeds x attacks and write results, scores and a report."""
-    from bench.runner import RunSpec, plan_run
+    from bench.plan import RunSpec, plan_run
     from bench.store import StorageError
 
     parsed_seeds = []
@@ -292,7 +293,9 @@ def execute(plan) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from bench.report import load_results, summary_table, write_report
+    from bench.report import write_report
+    from bench.results.rows import load_results
+    from bench.results.stats import summary_table
     from bench.runner import Runner
 
     console = Console()
@@ -529,6 +532,35 @@ def compare_command(baseline, candidate, tolerance, other_detector_tolerance, as
     click.echo(result.to_json() if as_json else format_text(result))
     if not result.ok:
         sys.exit(1)  # click's ctx.exit() would be swallowed by main()'s standalone_mode=False
+
+
+PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
+
+
+@cli.command("paper-table", context_settings=PASS_THROUGH)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def paper_table_command(args) -> None:
+    """Our numbers beside the papers' as Markdown (--readme FILE rewrites its generated blocks);
+    ``bench paper-table --help`` for the options."""
+    from bench.paper_table import main as paper_table_main
+
+    sys.exit(paper_table_main(list(args)))
+
+
+@cli.command("study", context_settings=PASS_THROUGH)
+@click.argument("name", required=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def study_command(name, args) -> None:
+    """Run a measurement study: ``bench study NAME [ARGS ...]``; ``bench study NAME --help`` for its
+    options, ``bench study --help`` for the studies."""
+    from bench.studies import STUDIES, describe, run_study
+
+    if name in (None, "-h", "--help"):
+        click.echo(f"Usage: bench study NAME [ARGS ...]\n\nStudies (docs/findings.md):\n{describe()}")
+        return
+    if name not in STUDIES:
+        raise BadInput(f"unknown study {name!r}; accepted: {', '.join(STUDIES)}")
+    sys.exit(run_study(name, list(args)))
 
 
 @cli.group("ci")

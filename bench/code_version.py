@@ -12,10 +12,11 @@ system's finders, which know the package-dir mapping); a loaded module is read f
 Two kinds of import are skipped, which keeps a key to the code that its method really runs:
 
 - imports under ``if TYPE_CHECKING:`` (they never run);
-- the imports in ``bench.registry._load_plugins``, which imports ``bench.methods``, ``bench.attacks``,
-  ``bench.datasets`` and ``bench.protocols`` only so that every module registers itself. Followed, they
-  would put every module into every key (every method imports ``bench.registry``), and editing
-  ``attacks/pgd.py`` would retrain every detector.
+- the registry's plugin packages (``bench.registry.PLUGINS``: ``bench.methods``, ``bench.attacks``,
+  ``bench.datasets``, ``bench.protocols``), which ``_load_plugins`` imports by name, with ``importlib``,
+  only so that every module registers itself (that function is skipped should it ever import them
+  directly). Followed, they would put every module into every key (every method imports
+  ``bench.registry``), and editing ``attacks/pgd.py`` would retrain every detector.
 
 Other imports of those packages are followed like any other: ``bench.methods`` imports its modules with
 ``importlib`` (invisible here), so ``bench.detector``'s ``import bench.methods`` adds only its
@@ -38,6 +39,8 @@ import sys
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 from typing import Any
+
+from bench.files import sha256_file
 
 FOLLOWED = ("bench",)  # top-level packages whose modules are followed
 SKIPPED_FUNCTIONS = {"bench.registry": frozenset({"_load_plugins"})}
@@ -89,19 +92,11 @@ def _stat_key(path: Path) -> tuple:
     return str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def file_digest(path: str | os.PathLike) -> str:
     """sha256 of a file's content, memoised on (resolved path, size, mtime, inode)."""
     key = _stat_key(Path(path).resolve())
     if key not in _digests:
-        _digests[key] = _sha256(Path(key[0]))
+        _digests[key] = sha256_file(Path(key[0]))
     return _digests[key]
 
 

@@ -12,7 +12,7 @@ rounding); empty when a side has no digest (files from before the column).
 
 ``other_detector_tolerance`` (``--other-detector-tolerance``), when given, judges the rows whose detectors
 differ: a retrained detector moves by rounding alone (two hosts of one CPU kind: ntom by 0.0105 AUROC;
-other thread counts: atom by up to 0.146; README "Regression baseline"), so such a drop counts as a
+other thread counts: atom by up to 0.146; docs/ci.md), so such a drop counts as a
 regression only beyond that tolerance. It is one number, or a mapping with keys ``"method/protocol"``,
 ``"method"`` or ``"*"`` (the most specific applies; none: ``tolerance``). A drop within it but beyond
 ``tolerance`` is listed as training noise; rows from the same detector (or without a digest) keep
@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.errors import BadInput
-from bench.report import RESULTS_FILE, read_results_file
+from bench.results.rows import RESULTS_FILE, read_results_file
 
 KEY = ("method", "protocol", "dataset", "cell", "seed", "attack", "metric")
 JUDGED_METRIC = "auroc"

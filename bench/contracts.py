@@ -132,6 +132,13 @@ class Method:
     protocols: ClassVar[tuple[str, ...]] = ("nd", "osr", "ood")
     requires: ClassVar[frozenset[str]] = frozenset()
     registry_name: ClassVar[str] = ""
+    # What the tests hold each method to, declared beside it so that adding a method is adding its file:
+    # ``clean_floor``: protocol ("nd", or "osr" for a method that needs several inlier classes) -> the
+    # clean AUROC its detector must beat on digits (tests/test_detection_floor.py); {} when not checked
+    # there (say why). ``shared_code``: the modules outside its own file whose code its detector
+    # depends on; editing one must change its cache key (tests/test_code_version.py).
+    clean_floor: ClassVar[dict[str, float] | None] = None
+    shared_code: ClassVar[tuple[str, ...]] = ()
 
     def fit(self, task: TrainTask, ctx: RunContext) -> Detector:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -1,4 +1,4 @@
-"""Deterministic execution for the ``ci`` profile (regression tracking, README "Regression baseline").
+"""Deterministic execution for the ``ci`` profile (regression tracking, docs/ci.md).
 
 Seeds are already fixed everywhere a run draws randomness (each method seeds its network and its
 generators from the task seed, each attack from its own seed). What can still make two CPU runs of the
@@ -27,7 +27,7 @@ DETERMINISTIC_PROFILES = frozenset({"ci"})
 # same sums in the same order (docs/ci.md "Pinned numerics" has the measurement).
 PINNED_NUMERICS = {"MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 # Intra-op threads for deterministic profiles: the CI machine's core count. Two runs of the ci grid
-# with this setting agreed exactly on a 2-core machine (README "Regression baseline").
+# with this setting agreed exactly on a 2-core machine (docs/ci.md).
 THREADS = 2
 CUBLAS_WORKSPACE = ":4096:8"
 

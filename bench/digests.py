@@ -1,5 +1,5 @@
 """Digests of tensors and of a detector's weights: which detector produced a row (results.csv
-``detector_digest``) and which images a budget check attacked (``bench.budget_check``).
+``detector_digest``) and which images a budget check attacked (``bench study budget``).
 
 Nothing here is imported by a method, so the module is outside every method's code hash
 (``bench.code_version``): changing how a digest is printed retrains nothing.

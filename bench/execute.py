@@ -30,7 +30,7 @@ import bench
 from bench import frozen
 from bench.attacks.base import Attack, detector_device
 from bench.cache import DetectorCache
-from bench.contracts import Cell, EvalSet, RunContext
+from bench.contracts import Cell, EvalSet, Method, RunContext, TrainTask
 from bench.detector import Detector
 from bench.digests import detector_digest
 from bench.errors import NotApplicable
@@ -157,33 +157,43 @@ def fit_detector(
     if "oe" in method.requires and cell.task.oe is None:
         return None, f"{method_name} needs an auxiliary outlier source; dataset has none", 0.0
     task = method_task(plan, method_name, cell)
+    entry = plan.frozen_entry(method_name, cell.cell_id, task.seed)
     if plan.spec.frozen_detectors is not None:
-        found = frozen.load(plan.frozen_entry(method_name, cell.cell_id, task.seed), plan.device)
+        found = frozen.load(entry, plan.device)
         if isinstance(found, str):
             return None, found, 0.0
         trained = found.meta.get("training", {}).get("train_seconds")
         return found, "", float(trained) if trained is not None else 0.0
-    key = detector_key(method_name, method, task)
     started = time.perf_counter()
-    detector = cache.load_detector(key, plan.device)
-    if detector is None:
-        ctx = RunContext(device=plan.device, cache=cache, log=log)
-        try:
-            detector = method.fit(task, ctx)
-        except NotApplicable as reason:
-            if plan.spec.save_detectors is not None:
-                frozen.save(plan.frozen_entry(method_name, cell.cell_id, task.seed), str(reason))
-            return None, str(reason), 0.0
-        detector.meta.update(
-            {"method": method_name, "hyperparameters": method.hyperparameters(), "cache_key": key}
-        )
-        detector = detector.to(plan.device).eval()
-        cache.save_detector(key, detector)
+    try:
+        detector = load_or_fit(method_name, method, task, cache, plan.device, log)
+    except NotApplicable as reason:
+        if plan.spec.save_detectors is not None:
+            frozen.save(entry, str(reason))
+        return None, str(reason), 0.0
     if plan.spec.save_detectors is not None:
-        frozen.save(plan.frozen_entry(method_name, cell.cell_id, task.seed), detector)
+        frozen.save(entry, detector)
     elapsed = time.perf_counter() - started
     trained = detector.meta.get("training", {}).get("train_seconds")
     return detector, "", float(trained) if trained is not None else elapsed
+
+
+def load_or_fit(
+    method_name: str, method: Method, task: TrainTask, cache: DetectorCache, device: str, log: Log = None
+) -> Detector:
+    """The detector of ``method`` on ``task``: from the cache, or fitted on ``device`` and cached with its
+    method, hyperparameters and cache key in ``meta`` (the one way a detector is made, for ``bench run``
+    and the studies alike). ``NotApplicable`` from the fit passes through."""
+    key = detector_key(method_name, method, task)
+    detector = cache.load_detector(key, device)
+    if detector is None:
+        detector = method.fit(task, RunContext(device=device, cache=cache, log=log))
+        detector.meta.update(
+            {"method": method_name, "hyperparameters": method.hyperparameters(), "cache_key": key}
+        )
+        detector = detector.to(device).eval()
+        cache.save_detector(key, detector)
+    return detector
 
 
 def method_task(plan: RunPlan, method_name: str, cell: Cell):

@@ -1,15 +1,15 @@
 """Our numbers beside the papers': a Markdown table for the README (issue 12, Sec. 5).
 
-``python -m bench.paper_table results/reference/* [--published results/published] [--papers rodeo]
+``bench paper-table results/reference/* [--published results/published] [--papers rodeo]
 [--compact]``
-``python -m bench.paper_table --grid results/reference/*-reference``
+``bench paper-table --grid results/reference/*-reference``
 
 For every published row that matches ours on (method, protocol, dataset, attack) and is a mean over cells
-(the papers' Table 1 columns): our mean over the cells we ran (``bench.site.published_comparison``), the
-published value, ours - published in points, the profile ours ran in, and how many cells ours covers of
-the protocol's. A row over fewer cells than the protocol has is marked *partial*: a reference grid still
-running is not a comparison yet. Rows whose |difference| exceeds ``--gap`` (5 points) are marked, since
-each needs a diagnosis.
+(the papers' Table 1 columns): our mean over the cells we ran
+(``bench.results.published.published_comparison``), the published value, ours - published in points, the
+profile ours ran in, and how many cells ours covers of the protocol's. A row over fewer cells than the
+protocol has is marked *partial*: a reference grid still running is not a comparison yet. Rows whose
+|difference| exceeds ``--gap`` (5 points) are marked, since each needs a diagnosis.
 
 ``--compact`` (the README's form) folds a method's attacks into one row, "clean / PGD / AA / A3" in each
 of ours, published and difference, and the tables that print the same numbers (or some of them) into
@@ -31,8 +31,9 @@ column of its own; a cell without a finished group of ours has no row.
 
 ``--readme README.md`` rewrites, instead of printing, every block of that file fenced by
 ``<!-- paper_table ARGS -->`` and ``<!-- /paper_table -->`` with this module's output for ARGS (for
-example ``--grid results/reference/*-reference``, globs expanded from the file's folder), so the README's
-tables are generated from the committed results; ``tests/test_readme_tables.py`` checks that they are.
+example ``--grid results/reference/*-reference``, globs expanded from the nearest folder above the file
+that holds ``results/``), so the tables of README.md and docs/findings.md are generated from the committed
+results; ``tests/test_readme_tables.py`` checks that they are.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def finished_rows(sources: list) -> pd.DataFrame:
     """``combine(sources)`` without the rows of unfinished groups: a (source, method, cell unit, seed) whose
     non-error rows lack an attack that its source's manifest plans. Sources without planned attacks (a
     bare CSV) keep every row."""
-    from bench.site import combine
+    from bench.results.rows import combine
     from bench.store import unit_of
 
     df = combine(sources)
@@ -90,7 +91,7 @@ def finished_rows(sources: list) -> pd.DataFrame:
 
 def finished_groups(rows, planned) -> set:
     """The group keys among ``rows`` ((key, attack, status) triples) whose non-error attacks cover
-    ``planned(key)``: the one rule of a finished group (paper_table, results/reference/commit_finished.py)."""
+    ``planned(key)``: the one rule of a finished group (paper_table, bench study commit-finished)."""
     reached: dict = {}
     for key, attack, status in rows:
         attacks = reached.setdefault(key, set())
@@ -107,7 +108,8 @@ def comparison_rows(
     finished group of ours, sorted by dataset, protocol, method, cell, attack."""
     from bench.config import get_profile
     from bench.registry import DATASETS, PROTOCOLS
-    from bench.site import load_published, load_source, published_comparison
+    from bench.results.published import load_published, published_comparison
+    from bench.results.rows import load_source
 
     sources = [load_source(path, i) for i, path in enumerate(runs)]
     planned = {key: cells for source in sources for key, cells in [planned_cells(source.manifest)] if key}
@@ -255,7 +257,7 @@ def grid_markdown(runs: list[Path]) -> str:
     """Per-cell AUROC % of the run folders, one table per protocol: | data, cell | method ... |, each
     entry the attacks of a finished group joined by " / " in attack order;
     multi-set cells give their ``<cell>:mean`` rows. Columns: the methods the folders plan (manifest)."""
-    from bench.site import load_source
+    from bench.results.rows import load_source
     from bench.store import AGGREGATE_SUFFIX, unit_of
 
     sources = [load_source(path, i) for i, path in enumerate(runs)]
@@ -329,8 +331,17 @@ def refresh_readme(text: str, folder: Path) -> str:
     return BLOCK.sub(one, text)
 
 
+def document_root(path: Path) -> Path:
+    """The folder a document's block paths are relative to: the nearest one above ``path`` that holds
+    ``results/`` (the repository's root for README.md and docs/findings.md), else the document's own."""
+    for folder in path.resolve().parents:
+        if (folder / "results").is_dir():
+            return folder
+    return path.parent
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.paper_table", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="bench paper-table", description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="*", type=Path)
     parser.add_argument("--published", type=Path, default=Path("results/published"))
     parser.add_argument("--papers", nargs="+", default=None, help="e.g. rodeo atom (default: all)")
@@ -357,14 +368,14 @@ def main(argv: list[str] | None = None) -> int:
             blocks = len(BLOCK.findall(text))
             if not blocks:
                 raise BadInput(f"--readme {args.readme} has no <!-- paper_table ARGS --> block")
-            new = refresh_readme(text, args.readme.parent)
+            new = refresh_readme(text, document_root(args.readme))
             if new != text:
                 args.readme.write_text(new, encoding="utf-8")
             print(f"{args.readme}: {blocks} blocks, {'rewritten' if new != text else 'unchanged'}")
             return 0
         print(render(argv if argv is not None else sys.argv[1:]))
     except BadInput as error:
-        print(f"paper_table: error: {error}", file=sys.stderr)
+        print(f"bench paper-table: error: {error}", file=sys.stderr)
         return 2
     return 0
 

@@ -183,9 +183,12 @@ class RunPlan:
             **({"frozen_detectors": str(self.spec.frozen_detectors)} if self.spec.frozen_detectors else {}),
         }
 
-    def frozen_entry(self, method: str, cell: str, seed: int) -> Path:
-        """Where ``--frozen-detectors`` / ``--save-detectors`` keep this unit group's detector."""
+    def frozen_entry(self, method: str, cell: str, seed: int) -> Path | None:
+        """Where ``--frozen-detectors`` / ``--save-detectors`` keep this unit group's detector (None
+        without either)."""
         root = self.spec.frozen_detectors or self.spec.save_detectors
+        if root is None:
+            return None
         return frozen.entry_dir(root, self.spec.dataset, self.spec.protocol, method, cell, seed)
 
 

@@ -93,7 +93,7 @@ def cpu_kind(cpuinfo: str | None = None, capability: str | None = None) -> str:
     does PyTorch's matrix products on x86, picks its kernels by vendor as well as by instruction set; the
     level is what PyTorch dispatches its own kernels to (``ATEN_CPU_CAPABILITY`` lowers it); the rung
     (:func:`avx512_tier`) what oneDNN and MKL dispatch to among AVX-512 CPUs. Runs of the deterministic
-    ``ci`` profile agree bit for bit within a kind, not across kinds (README "Regression baseline").
+    ``ci`` profile agree bit for bit within a kind, not across kinds (docs/ci.md).
     """
     if capability is None:
         import torch

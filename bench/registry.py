@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -57,25 +58,28 @@ METHODS: Registry = Registry("method")
 ATTACKS: Registry = Registry("attack")
 DATASETS: Registry = Registry("dataset")
 PROTOCOLS: Registry = Registry("protocol")
+CONVERTED: Registry = Registry("converted data set")  # datasets.base.ConvertedSet per name
 
 register_method = METHODS.register
 register_attack = ATTACKS.register
 register_dataset = DATASETS.register
 register_protocol = PROTOCOLS.register
+register_converted = CONVERTED.register
 
+# The modules whose definitions register themselves, imported by name the first time a registry is read:
+# the registry sits below them (they import it to register), so it names them instead of importing them.
+PLUGINS = ("bench.attacks", "bench.datasets", "bench.methods", "bench.protocols")
 _loaded = False
 
 
 def _load_plugins() -> None:
-    """Import the packages whose modules register themselves (once, lazily)."""
+    """Import the :data:`PLUGINS` (once, lazily)."""
     global _loaded
     if _loaded:
         return
     _loaded = True
-    import bench.attacks  # noqa: F401
-    import bench.datasets  # noqa: F401
-    import bench.methods  # noqa: F401
-    import bench.protocols  # noqa: F401
+    for name in PLUGINS:
+        importlib.import_module(name)
 
 
 def list_methods() -> list[str]:

@@ -26,27 +26,8 @@ from bench.determinism import configure as configure_determinism
 from bench.determinism import numerics
 from bench.execute import UnitResult
 from bench.executors import Executor, create_executor
-from bench.plan import (  # noqa: F401 - re-exported: bench.runner is the historical import path
-    RunPlan,
-    RunSpec,
-    Unit,
-    UnitGroup,
-    attack_hash,
-    default_run_id,
-    describe_units,
-    detector_key,
-    expected_units,
-    group_units,
-    method_code_version,
-    method_hash,
-    pending_units,
-    plan_run,
-    prepare_dataset,
-    resolve_device,
-    stale_units,
-    with_oe_source,
-)
-from bench.provenance import cpu_kind, git_sha, now, package_versions
+from bench.plan import RunPlan, Unit, group_units, pending_units, prepare_dataset
+from bench.provenance import cpu_kind, now, package_versions
 from bench.store import ResultStore, RunLock, StorageError
 
 
@@ -199,4 +180,4 @@ class Runner:
         return manifest
 
 
-__all__ = ["Runner", "RunPlan", "RunSpec", "git_sha", "plan_run"]
+__all__ = ["Runner"]

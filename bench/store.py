@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from bench.errors import BadInput
+from bench.files import atomic_write_bytes
 from bench.provenance import now
 
 COLUMNS = [
@@ -64,23 +65,6 @@ PRE_DIGEST_COLUMNS = [c for c in COLUMNS if c != "detector_digest"]
 LEGACY_COLUMNS = [c for c in PRE_DIGEST_COLUMNS if c != "attack_hash"]
 
 AGGREGATE_SUFFIX = ":mean"  # cells named "<cell>:mean" hold the mean over a cell's evaluation sets
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename; the file is 0644 (shareable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it 0600: results are meant to be read and served
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class StorageError(Exception):
@@ -240,7 +224,7 @@ class RunLock:
             return True
         if holder["host"] != socket.gethostname():
             return False  # cannot tell from here whether it still runs
-        return not _pid_alive(holder["pid"])
+        return not pid_alive(holder["pid"])
 
     def acquire(self) -> RunLock:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -287,7 +271,7 @@ class RunLock:
         self.release()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -1,16 +1,18 @@
 """Dataset registry: embedded offline sets, auxiliary (OE) sources and OOD test suites.
 
-Import name: ``bench.datasets`` (this folder is mapped to it in pyproject.toml).
+Import name: ``bench.datasets`` (this folder is mapped to it in pyproject.toml). Every module in this
+package is imported here, so adding a dataset means adding one file with ``@register_dataset``.
 """
 
-from bench.datasets import (
-    digits,  # noqa: F401  (registers "digits")
-    folder_sets,  # noqa: F401  (registers mvtec, headct, brainmri, tumor, covid19, imagenet30: manual)
-    mnist,  # noqa: F401  (registers "mnist" and "fmnist"; data: bench data fetch)
-    torchvision_sets,  # noqa: F401  (registers cifar10, cifar100, cifar100-fine, svhn; bench data fetch)
-)
+import importlib
+import pkgutil
+
+from bench.datasets import digits  # noqa: F401  (first: listings start with the default dataset)
 from bench.datasets.base import ImageDataset, default_eps
 from bench.registry import DATASETS
+
+for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def load_dataset(name: str) -> ImageDataset:

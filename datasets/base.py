@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -45,6 +46,17 @@ class ImageDataset:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+
+@dataclass(frozen=True)
+class ConvertedSet:
+    """What other modules need of a data set converted once into ``$BENCH_DATA/converted/<name>.npz``
+    (``bench data fetch``), whichever module converts it: ``require(name, root)`` returns the file or
+    raises BadInput naming how to fetch it; ``test_images(name, root)`` its test images, (N, C, H, W)
+    float32 in [0, 1]. Registered per name with ``bench.registry.register_converted``."""
+
+    require: Callable[[str, str | None], Any]
+    test_images: Callable[[str, str | None], torch.Tensor]
 
 
 def default_eps(image_size: int) -> float:

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 
 from bench.contracts import OutlierSource
 from bench.errors import BadInput
+from bench.files import atomic_path
 
 OESourceFn = Callable[..., OutlierSource]  # fn(pool_size, seed, shape, root) -> OutlierSource
 OE_SOURCES: dict[str, OESourceFn] = {}
@@ -164,14 +165,15 @@ def _converted_memmap(path: Path, array: np.ndarray, shape: tuple[int, int, int]
         current = False
     if not current:
         folder.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        out = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32, shape=(len(array), *shape))
-        for start in range(0, len(array), CONVERT_CHUNK):
-            chunk = _uint8_nhwc_to_nchw(array[start : start + CONVERT_CHUNK])
-            out[start : start + len(chunk)] = to_shape(chunk, shape).numpy()
-        out.flush()
-        del out
-        os.replace(temporary, target)
+        with atomic_path(target) as temporary:
+            out = np.lib.format.open_memmap(
+                temporary, mode="w+", dtype=np.float32, shape=(len(array), *shape)
+            )
+            for start in range(0, len(array), CONVERT_CHUNK):
+                chunk = _uint8_nhwc_to_nchw(array[start : start + CONVERT_CHUNK])
+                out[start : start + len(chunk)] = to_shape(chunk, shape).numpy()
+            out.flush()
+            del out
         record_path.write_text(json.dumps(source))
     mapped = np.load(target, mmap_mode="c", allow_pickle=False)
     if mapped.dtype != np.float32 or mapped.shape != (len(array), *shape):

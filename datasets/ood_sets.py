@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from bench.errors import BadInput
+from bench.registry import CONVERTED
 
 from .folder_sets import _images_in, read_images
 from .oe_sources import to_shape
@@ -156,10 +157,7 @@ def check_ood_set(name: str, root: str | Path | None = None) -> None:
     spec = OOD_SETS[name]
     root = data_root(root)
     if spec.converted:
-        from . import sources, torchvision_sets
-
-        module = sources if name in sources.SPECS else torchvision_sets
-        module.require_converted(name, root)
+        CONVERTED.get(name).require(name, root)
         return
     if spec.torchvision is not None:
         try:
@@ -192,15 +190,7 @@ def declared_sizes(names: tuple[str, ...]) -> dict[str, int] | None:
 def _load(name: str, root: str, shape: tuple[int, int, int]) -> torch.Tensor:
     spec = OOD_SETS[name]
     if spec.converted:
-        from . import sources, torchvision_sets
-
-        if name in sources.SPECS:
-            arrays, _ = sources.load_converted(name, root, parts=("test",))
-            images = torch.from_numpy(arrays["test_images"]).unsqueeze(1).float().div_(255.0)
-        else:
-            arrays, _ = torchvision_sets.load_converted(name, root)
-            images = torch.from_numpy(arrays["test_images"]).float().div_(255.0)
-        return to_shape(images, shape)
+        return to_shape(CONVERTED.get(name).test_images(name, root), shape)
     if spec.torchvision is not None:
         paths = _torchvision_paths(name, Path(root))
     else:

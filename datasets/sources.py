@@ -39,12 +39,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
 from bench.errors import BadInput
+from bench.files import atomic_write, sha256_file
+from bench.registry import register_converted
 
+from .base import ConvertedSet
 from .oe_sources import default_data_root
 
 CONVERSION_VERSION = 1  # bump when the converted arrays or the record change
@@ -338,31 +341,6 @@ def converted_paths(name: str, root: str | Path | None = None) -> tuple[Path, Pa
 
 
 # ---- files -----------------------------------------------------------------------------------------------
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``path`` through a temporary file in the same folder and ``os.replace``; mode 0644."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
 
 
 def reject(path: Path, folder: Path | None = None) -> Path:
@@ -848,3 +826,15 @@ def fetch_with_progress(names: list[str] | tuple[str, ...], force: bool = False)
                 f"{data_root() / record['converted']['file']} ({record['converted']['bytes'] / 1e6:.1f} MB)"
             )
     return lines
+
+
+def converted_test_images(name: str, root: str | Path | None = None):
+    """The converted test images of ``name``, (N, 1, 28, 28) float32 in [0, 1]."""
+    import torch
+
+    arrays, _ = load_converted(name, root, parts=("test",))
+    return torch.from_numpy(arrays["test_images"]).unsqueeze(1).float().div_(255.0)
+
+
+for _name in SPECS:
+    register_converted(_name)(ConvertedSet(require_converted, converted_test_images))

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from bench.errors import BadInput
-from bench.registry import register_dataset
+from bench.registry import register_converted, register_dataset
 
-from .base import ImageDataset, default_eps
+from .base import ConvertedSet, ImageDataset, default_eps
 from .oe_sources import load_oe_source
 from .ood_sets import check_ood_set, declared_sizes, default_suite, ood_suite
 from .sources import (
@@ -447,3 +447,13 @@ def _builder(name: str):
 
 for _name in TORCHVISION_SPECS:
     register_dataset(_name)(_builder(_name))
+
+
+def converted_test_images(name: str, root: str | Path | None = None) -> torch.Tensor:
+    """The converted test images of ``name``, (N, 3, 32, 32) float32 in [0, 1]."""
+    arrays, _ = load_converted(name, root)
+    return torch.from_numpy(arrays["test_images"]).float().div_(255.0)
+
+
+for _name in TORCHVISION_SPECS:
+    register_converted(_name)(ConvertedSet(require_converted, converted_test_images))

@@ -126,6 +126,9 @@ def make_aloe_loss(
 class ALOE(Method):
     """Adversarially perturbed inliers (CE) and outliers (OE loss), Chen et al. 2020."""
 
+    clean_floor = {"nd": 0.80}  # tests/test_detection_floor.py (measured floors in its docstring)
+    shared_code = ("bench.methods.adversarial", "bench.methods.oe", "bench.methods.training")
+
     lam: float = 0.5  # ALOE code robust_ood_train.py: --beta3 0.5 (weight of the attacked-OE term)
     eps: float = 1 / 255  # ALOE code: --epsilon 1.0 (in 1/255 units); shared/papers/README.md
     steps: int = 2  # ALOE code: --iters 2; shared/papers/README.md

@@ -109,6 +109,9 @@ def make_aoe_loss(lam: float, binary: bool, eps: float, steps: int, generator: t
 class AOE(Method):
     """Outlier exposure on outliers whose energy was lowered adversarially (FGSM by default)."""
 
+    clean_floor = {"nd": 0.80}  # tests/test_detection_floor.py (measured floors in its docstring)
+    shared_code = ("bench.methods.adversarial", "bench.methods.oe", "bench.methods.training")
+
     eps: float | None = None  # poster: no value given; None -> task.train_eps (8/255 on <= 64 px)
     steps: int = 1  # poster: "FGSM-style augmentations" (one signed-gradient step)
     lam: float = 0.5  # OE (Hendrycks et al. 2019, Sec. 4.2), the objective the poster builds on

@@ -312,6 +312,9 @@ class _MinedOutlierTraining(Method):
 class ATOM(_MinedOutlierTraining):
     """Adversarial Training with informative Outlier Mining (Sec. 3.1, Alg. 1)."""
 
+    clean_floor = {"nd": 0.85}  # tests/test_detection_floor.py (measured floors in its docstring)
+    shared_code = ("bench.methods.adversarial", "bench.methods.training")
+
     eps: float | None = None  # App. B.1: eps = 8/255; None -> task.train_eps (8/255 on <= 64 px data)
     steps: int = 5  # App. B.1: "the number of iterations of 5"
     step_size: float | None = None  # App. B.1: 2/255; None -> eps / 4 (= 2/255 at eps = 8/255)
@@ -350,5 +353,8 @@ class ATOM(_MinedOutlierTraining):
 @dataclass
 class NTOM(_MinedOutlierTraining):
     """ATOM's ablation without adversarial training (Sec. 4.2, Table 2): same loss and mining."""
+
+    clean_floor = {"nd": 0.80}  # tests/test_detection_floor.py (measured floors in its docstring)
+    shared_code = ("bench.methods.adversarial", "bench.methods.training")
 
     recipe_name = "ntom"

@@ -68,6 +68,9 @@ def bce_clip_loss(logits_in: torch.Tensor, logits_oe: torch.Tensor) -> torch.Ten
 @register_method("bce-clip")
 @dataclass
 class BCEClip(Method):
+    clean_floor = {}  # tests/test_detection_floor.py: not run there: a fit costs 4-10 OE fits
+    shared_code = ("bench.backbones.tiny_ddpm", "bench.datasets.glyph_corpus", "bench.methods.training")
+
     backbone: str = "glyph-clip"  # the embedded CLIP (the paper: OpenAI's pre-trained ViT-B/32, App. G.2)
     lr: float = 2e-5  # App. G.2: eta = 0.00002 for CIFAR-10, Fashion-MNIST, MNIST (low resolution)
     momentum: float = 0.9  # App. G.2: SGD with Nesterov momentum; 0.9 in the authors' ad_trainer.py

@@ -30,6 +30,9 @@ from bench.registry import register_method
 @register_method("clip")
 @dataclass
 class ClipZeroShot(Method):
+    clean_floor = {}  # tests/test_detection_floor.py: zero-shot: trains nothing
+    shared_code = ("bench.backbones.tiny_ddpm", "bench.datasets.glyph_corpus")
+
     backbone: str = "glyph-clip"  # the embedded CLIP (the paper: OpenAI's pre-trained ViT-B/32, App. G.2)
     logit_scale: float = PAPER_LOGIT_SCALE  # Sec. 3.3 Eq. 4: cosine similarity * 100
     outlier_prompt: str = OUTLIER_PROMPT  # Sec. 3.3: "a photo of something"

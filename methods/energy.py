@@ -18,5 +18,8 @@ from bench.registry import register_method
 class Energy(Method):
     """Energy of the inlier classifier's logits (higher energy = more anomalous)."""
 
+    clean_floor = {"osr": 0.70}  # tests/test_detection_floor.py (measured floors in its docstring)
+    shared_code = ("bench.methods.training",)
+
     def fit(self, task: TrainTask, ctx: RunContext) -> ClassifierDetector:
         return fit_scored_classifier(task, ctx, score="energy", method="energy")

@@ -259,6 +259,9 @@ def fine_tuned_network(
 class GReg(Method):
     """Cross-entropy + energy margins + gradient-norm penalty on correctly detected samples."""
 
+    clean_floor = {"nd": 0.70}  # tests/test_detection_floor.py (measured floors in its docstring)
+    shared_code = ("bench.methods.training",)
+
     m_in: float = -25.0  # Sec. 3.2 Eq. 1 inlier energy margin; value: authors' code --m_in -25
     m_out: float = -7.0  # Sec. 3.2 Eq. 1 outlier energy margin (m_aux); authors' code --m_out -7
     lambda_energy: float = 0.1  # Sec. 6.1 "Experimental Setup": lambda_S = 0.1 (following Liu et al.)
@@ -337,6 +340,9 @@ class GReg(Method):
 @dataclass
 class GRegPlus(GReg):
     """GReg with energy-based sampling of the auxiliary pool (Alg. 1) at every epoch."""
+
+    clean_floor = {"nd": 0.65}  # tests/test_detection_floor.py (measured floors in its docstring)
+    shared_code = ("bench.methods.training",)
 
     # Sec. 6.1 "Sampling Details": all 300K auxiliary images per epoch on CIFAR (50K inliers), i.e. a
     # candidate mini-batch of 300K / 50K * n_ID = 6 n_ID (authors' code: size_candidate_ood / |ID| * bs).

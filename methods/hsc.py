@@ -65,6 +65,9 @@ def hsc_loss(f_normal: torch.Tensor, f_oe: torch.Tensor) -> torch.Tensor:
 class HSC(Method):
     """Hypersphere classifier with outlier exposure; score = pseudo-Huber distance from the centre."""
 
+    clean_floor = {"nd": 0.85}  # tests/test_detection_floor.py (measured floors in its docstring)
+    shared_code = ("bench.methods.training",)
+
     # App. G.1, CIFAR-10: fully connected layers of 512-256 units, the last a linear map, so r = 256
     # (authors' code: CNN32(rep_dim=256)).
     rep_dim: int = 256

@@ -40,5 +40,8 @@ def fit_scored_classifier(task: TrainTask, ctx: RunContext, score: str, method: 
 class MSP(Method):
     """Baseline score of a plain classifier; no hyperparameters of its own."""
 
+    clean_floor = {"osr": 0.75}  # tests/test_detection_floor.py (measured floors in its docstring)
+    shared_code = ("bench.methods.training",)
+
     def fit(self, task: TrainTask, ctx: RunContext) -> ClassifierDetector:
         return fit_scored_classifier(task, ctx, score="msp", method="MSP")

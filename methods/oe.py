@@ -39,6 +39,9 @@ def binary_oe_loss(logit_in: torch.Tensor, logit_oe: torch.Tensor, lam: float) -
 @register_method("oe")
 @dataclass
 class OutlierExposure(Method):
+    clean_floor = {"nd": 0.80}  # tests/test_detection_floor.py (measured floors in its docstring)
+    shared_code = ("bench.methods.oe", "bench.methods.training")
+
     lam: float = 0.5  # Sec. 4.2: lambda = 0.5 for vision experiments
 
     requires = frozenset({"oe"})

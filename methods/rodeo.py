@@ -132,6 +132,14 @@ def validation_image_threshold(clip_name: str, device: str) -> float:
 class RODEO(Method):
     """Adversarial training with an adaptive, CLIP-guided diffusion exposure (Alg. 1)."""
 
+    clean_floor = {}  # tests/test_detection_floor.py: not run there: a fit costs 4-10 OE fits
+    shared_code = (
+        "bench.methods.adversarial",
+        "bench.backbones.tiny_ddpm",
+        "bench.datasets.glyph_corpus",
+        "bench.methods.training",
+    )
+
     clip_backbone: str = "glyph-clip"  # Sec. 4.1 "Model Selection": a noise-aware CLIP (GLIDE's)
     ddpm_backbone: str = "glyph-ddpm"  # Table 10: GLIDE; here the embedded DDPM
     vocabulary: str = "auto"  # auto: glyph-concepts (embedded CLIP) or imagenet-1k (hub CLIP)

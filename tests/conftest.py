@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from bench.cache import DetectorCache
-from bench.runner import Runner, RunPlan, RunSpec, plan_run
+from bench.plan import RunPlan, RunSpec, plan_run
+from bench.runner import Runner
 
 torch.set_num_threads(2)
 

@@ -35,9 +35,9 @@ from bench.baseline import (
 )
 from bench.cache import DetectorCache
 from bench.compare import KEY, compare
+from bench.plan import RunSpec, expected_units, plan_run, prepare_dataset
 from bench.provenance import avx512_tier, cpu_kind, cpu_vendor
 from bench.registry import ATTACKS, METHODS, PROTOCOLS
-from bench.runner import RunSpec, expected_units, plan_run, prepare_dataset
 from bench.store import COLUMNS, unit_of
 from tests.conftest import bench_env
 

@@ -20,7 +20,8 @@ from statistics import mean
 import pytest
 
 from bench.cache import DetectorCache
-from bench.runner import Runner, RunSpec, plan_run
+from bench.plan import RunSpec, plan_run
+from bench.runner import Runner
 
 pytestmark = pytest.mark.slow
 
@@ -112,7 +113,7 @@ def test_atom_beats_the_undefended_methods_under_pgd(grid, request):
     reason="since issue 11 RODEO follows Alg. 1 (union training set, line-5 filter, t0 ~ U(0.3T, T), "
     "guidance 1000, chosen on the validation split): digits nd quick seed 0 gives clean 76.8 / PGD 44.8, "
     "below OE's 70.9 under PGD; with the embedded backbones 6-23 of ~125 generated images per digit pass "
-    "the filter, so the union set is ~90% inliers (README, 'RODEO's generated outliers')",
+    "the filter, so the union set is ~90% inliers (docs/findings.md, 'RODEO's generated outliers')",
     strict=True,
 )
 def test_rodeo_beats_the_undefended_methods_under_pgd_on_nd(grid):

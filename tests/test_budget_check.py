@@ -1,4 +1,4 @@
-"""python -m bench.budget_check: the yardstick and the profile's attacks on the same test images."""
+"""bench study budget: the yardstick and the profile's attacks on the same test images."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import csv
 import pytest
 import torch
 
-from bench.budget_check import YARDSTICK, check_budgets, first_per_side, main
 from bench.cache import DetectorCache
 from bench.contracts import EvalSet
+from bench.studies.budget import YARDSTICK, check_budgets, first_per_side, main
 
 
 def test_first_per_side_keeps_the_order_and_both_sides():
@@ -112,7 +112,7 @@ def test_yardstick_restarts_resume_from_their_checkpoints(tmp_path, monkeypatch)
 
     # the same files under another detector (other weights): every restart runs again
     calls.clear()
-    import bench.budget_check as budget_check
+    import bench.studies.budget as budget_check
 
     monkeypatch.setattr(budget_check, "detector_digest", lambda detector: "other-weights")
     _check(tmp_path, 3, folder)
@@ -133,7 +133,7 @@ def test_a_restart_claimed_by_a_live_process_is_left_to_it_and_a_dead_claim_take
     import socket
     import subprocess
 
-    import bench.budget_check as budget_check
+    import bench.studies.budget as budget_check
     from bench.attacks.pgd import PGD
 
     folder = tmp_path / "restarts"

@@ -21,8 +21,9 @@ from bench.methods.classifier import ClassifierDetector
 from bench.methods.energy import Energy
 from bench.methods.msp import MSP
 from bench.methods.oe import OutlierExposure
+from bench.plan import RunSpec, method_code_version, plan_run
 from bench.protocols import get_protocol
-from bench.runner import Runner, RunSpec, method_code_version, plan_run
+from bench.runner import Runner
 
 from .conftest import read_rows
 

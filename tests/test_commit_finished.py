@@ -1,21 +1,14 @@
-"""results/reference/commit_finished.py: a commit beside a running grid holds its finished groups only,
-and README tables made from exactly those."""
+"""bench study commit-finished: a commit beside a running grid holds its finished groups only (their data
+files: results/ holds no pictures or pages), and document tables made from exactly those."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
-from tests.script_loader import load_script
+from bench.studies import commit_finished
 from tests.test_paper_table import PUBLISHED
 from tests.test_site import make_run, unit_rows
-
-SCRIPT = Path(__file__).resolve().parents[1] / "results" / "reference" / "commit_finished.py"
-
-
-def _script():
-    return load_script(SCRIPT)
 
 
 def _git(root, *args):
@@ -48,7 +41,7 @@ def _repo(tmp_path):
 
 def test_commits_finished_groups_and_their_readme_table_only(tmp_path, capsys):
     root, run = _repo(tmp_path)
-    module = _script()
+    module = commit_finished
     assert module.main(["--dry", "--root", str(root)]) == 0
     out = capsys.readouterr().out
     assert "1 groups finished; in flight, left out: [('atom', 'class1', '0')]" in out
@@ -64,14 +57,12 @@ def test_commits_finished_groups_and_their_readme_table_only(tmp_path, capsys):
     assert not any("class1" in f for f in files)
     readme = _git(root, "show", "HEAD:README.md")
     assert "| digits class0 | 90.0 / 60.0 |" in readme and "class1" not in readme
-    assert "results/reference/digits-nd-reference/report.html" in files  # of the finished rows only
-    report = _git(root, "show", "HEAD:results/reference/digits-nd-reference/report.html")
-    assert "class0" in report and "class1" not in report
+    assert not [f for f in files if f.endswith((".html", ".png"))]  # pages and plots are built, not committed
 
 
 def test_refuses_when_something_else_is_staged(tmp_path, capsys):
     root, _ = _repo(tmp_path)
     (root / "other.txt").write_text("x")
     _git(root, "add", "other.txt")
-    assert _script().main(["grids", "--root", str(root)]) == 2
+    assert commit_finished.main(["grids", "--root", str(root)]) == 2
     assert "already staged: other.txt" in capsys.readouterr().err

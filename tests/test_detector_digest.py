@@ -12,8 +12,7 @@ from torch import nn
 
 from bench import execute, store
 from bench.digests import detector_digest, tensor_digest
-from bench.plan import Unit, UnitGroup, group_units
-from bench.runner import plan_run
+from bench.plan import Unit, UnitGroup, group_units, plan_run
 
 from .conftest import execute_run, read_rows
 
@@ -74,7 +73,7 @@ def test_units_to_run_widens_the_group_only_for_another_known_digest(tmp_path):
 
 
 def _spec(tmp_path, attacks):
-    from bench.runner import RunSpec
+    from bench.plan import RunSpec
 
     return RunSpec(
         out=tmp_path / "run",

@@ -22,9 +22,9 @@ from bench.methods.aoe import AOE
 from bench.methods.atom import ATOM, NTOM
 from bench.methods.classifier import ClassifierDetector
 from bench.methods.training import new_network, train_network
+from bench.plan import RunSpec, plan_run
 from bench.protocols import get_protocol
 from bench.registry import METHODS
-from bench.runner import RunSpec, plan_run
 
 EPS = 8 / 255
 METHOD_CLASSES = {"atom": ATOM, "ntom": NTOM, "aloe": ALOE, "aoe": AOE}

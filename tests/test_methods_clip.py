@@ -20,9 +20,9 @@ from bench.errors import BadInput
 from bench.methods import bce_clip, clip_common
 from bench.methods.clip_common import ClipDetector
 from bench.metrics import auroc
+from bench.plan import RunSpec, plan_run
 from bench.protocols import get_protocol
 from bench.registry import METHODS
-from bench.runner import RunSpec, plan_run
 
 TINY_NAME = "tiny-test-clip"
 EMBEDDED_WEIGHTS = WEIGHTS_DIR / "glyph-clip.safetensors"

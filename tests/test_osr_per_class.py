@@ -1,4 +1,4 @@
-"""docs/measurements/osr_per_class.py: the rebuilt test sample lines up with a grid's stored scores."""
+"""bench study osr-per-class: the rebuilt test sample lines up with a grid's stored scores."""
 
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ import pytest
 
 from bench.config import for_dataset, get_profile
 from bench.registry import DATASETS, PROTOCOLS
-from tests.script_loader import load_script
-
-SCRIPT = Path(__file__).resolve().parents[1] / "docs" / "measurements" / "osr_per_class.py"
+from bench.studies import osr_per_class
 
 
 def fake_grid(root: Path, flag_unknown: int, shuffle_flags: bool = False) -> Path:
@@ -27,7 +25,7 @@ def fake_grid(root: Path, flag_unknown: int, shuffle_flags: bool = False) -> Pat
     cell = next(iter(PROTOCOLS.get("osr")().cells(dataset, profile, 0, "cpu")))
     evalset = cell.evalsets[0]
     # the script's own rebuild (test_rebuilt_labels_match_the_evalset checks it against the evalset)
-    labels = load_script(SCRIPT).test_labels(dataset, profile, PROTOCOLS.get("osr")(), "split0")
+    labels = osr_per_class.test_labels(dataset, profile, PROTOCOLS.get("osr")(), "split0")
     assert len(labels) == len(evalset.images)
     scores = (labels == flag_unknown).astype(np.float32)
     is_outlier = evalset.is_outlier.numpy().copy()
@@ -48,7 +46,9 @@ def fake_grid(root: Path, flag_unknown: int, shuffle_flags: bool = False) -> Pat
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "bench", "study", "osr-per-class", *args], capture_output=True, text=True
+    )
 
 
 def test_rebuilt_labels_match_the_evalset():
@@ -57,7 +57,7 @@ def test_rebuilt_labels_match_the_evalset():
     dataset = builder()
     profile = for_dataset(get_profile("ci"), builder)
     protocol = PROTOCOLS.get("osr")()
-    labels = load_script(SCRIPT).test_labels(dataset, profile, protocol, "split1")
+    labels = osr_per_class.test_labels(dataset, profile, protocol, "split1")
     cell = list(protocol.cells(dataset, profile, 0, "cpu"))[1]
     evalset = cell.evalsets[0]
     known = protocol.known_classes(dataset.num_classes, 1)

@@ -22,10 +22,11 @@ from bench.contracts import Method
 from bench.datasets import oe_sources
 from bench.detector import DETECTOR_CLASSES, Detector
 from bench.errors import BadInput
+from bench.plan import RunSpec, plan_run
 from bench.protocols import NoveltyDetection, OpenSetRecognition, OutOfDistribution
 from bench.registry import METHODS
 from bench.report import write_report
-from bench.runner import Runner, RunSpec, plan_run
+from bench.runner import Runner
 from bench.store import COLUMNS, LEGACY_COLUMNS
 
 from .conftest import bench_cmd, bench_env, read_rows

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import site
+from bench.results.published import load_published, published_comparison
 from bench.store import COLUMNS as RESULT_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,7 +187,7 @@ def test_sample_matches_paper_text(published):
 
 
 def test_site_loads_and_compares(published):
-    loaded = site.load_published(PUBLISHED)
+    loaded = load_published(PUBLISHED)
     assert loaded.groupby("file").size().to_dict() == {f"{p}.csv": n for p, n in ROW_COUNTS.items()}
     pick = loaded[
         (loaded["source"] == "RODEO Table 1a, row RODEO (OURS), Clean / PGD, column MNIST PGD")
@@ -200,7 +200,7 @@ def test_site_loads_and_compares(published):
         r.update(method="rodeo", protocol="nd", dataset="mnist", cell=cell, seed=0, attack="pgd")
         r.update(metric="auroc", value=value, status="ok", profile="quick", _entry="rodeo")
         ours.append(r)
-    rows = site.published_comparison(pd.DataFrame(ours), pick)
+    rows = published_comparison(pd.DataFrame(ours), pick)
     assert [(r["cell"], r["published"], r["diff"]) for r in rows] == [
         ("mean", "94.6", "-2.1"),  # ours (90 + 95) / 2 = 92.5
         ("class1", "96.1", "-1.1"),
@@ -208,6 +208,6 @@ def test_site_loads_and_compares(published):
 
 
 def test_small_percentages_stay_percent():
-    loaded = site.load_published(PUBLISHED)
+    loaded = load_published(PUBLISHED)
     row = loaded[loaded["source"] == "ATOM Table 1, row CIFAR-10, SOFL [37], column L∞ OOD AUROC"]
     assert float(row["value"].iloc[0]) == pytest.approx(0.0101)

@@ -31,9 +31,10 @@ from bench.cli import main
 from bench.contracts import Method
 from bench.detector import DETECTOR_CLASSES, Detector
 from bench.errors import BadInput
+from bench.plan import RunSpec, plan_run
 from bench.protocols import NoveltyDetection
 from bench.registry import METHODS
-from bench.runner import Runner, RunSpec, plan_run
+from bench.runner import Runner
 from bench.store import RunFolderInUse, RunLock, StorageError
 
 from .conftest import read_rows

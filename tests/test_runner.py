@@ -23,10 +23,11 @@ from bench.contracts import Method
 from bench.detector import Detector
 from bench.errors import BadInput
 from bench.metrics import METRICS, auroc
+from bench.plan import RunSpec, plan_run
 from bench.protocols import NoveltyDetection
 from bench.provenance import cpu_kind
 from bench.registry import ATTACKS, METHODS
-from bench.runner import Runner, RunSpec, plan_run
+from bench.runner import Runner
 
 from .conftest import FinishedRun, bench_cmd, bench_env, execute_run, read_rows
 
@@ -206,7 +207,7 @@ def test_manifest_records_the_run(ood_run):
     assert manifest["profile"]["pgd_steps"] == CI.pgd_steps
     assert manifest["finished"] is not None
     assert manifest["invocations"][0]["units_total"] == 3 * 2
-    # the CPU kind the floats came from (README "Regression baseline"), for the run and each invocation
+    # the CPU kind the floats came from (docs/ci.md), for the run and each invocation
     assert manifest["cpu"] == cpu_kind() == manifest["invocations"][0]["cpu"]
 
 
@@ -356,7 +357,7 @@ def test_a_repeated_seed_is_rejected_before_anything_is_written(tmp_path):
 
 def test_oe_option_swaps_the_outlier_source_and_names_the_run():
     from bench.datasets import load_dataset
-    from bench.runner import with_oe_source
+    from bench.plan import with_oe_source
 
     dataset = load_dataset("digits")
     assert dataset.oe_source(50, 0).name == "glyph-letters"

@@ -16,6 +16,11 @@ import pytest
 from bench import site
 from bench.cli import main
 from bench.errors import BadInput
+from bench.plots import eps_plot, load_scores
+from bench.results.methods import method_sources
+from bench.results.published import load_published, published_comparison
+from bench.results.rows import combine, load_source
+from bench.results.stats import budget_summary, leaderboard, warning_index
 from bench.store import COLUMNS
 
 EPS = 8 / 255
@@ -135,11 +140,11 @@ def tidy(df):
 @pytest.fixture(scope="module")
 def frame(tmp_path_factory):
     run = make_run(tmp_path_factory.mktemp("num") / "r1", atom_rows() + msp_na_rows())
-    return site.combine([site.load_source(run)])
+    return combine([load_source(run)])
 
 
 def test_attack_means_with_std_over_seeds(frame):
-    board = site.leaderboard(frame)
+    board = leaderboard(frame)
     assert board.columns == ["clean", "pgd", "aa"]
     atom = next(r for r in board.rows if r["method"] == "atom")
     clean = atom["values"]["clean"]
@@ -151,7 +156,7 @@ def test_attack_means_with_std_over_seeds(frame):
 
 
 def test_worst_case_is_min_per_cell_then_mean(frame):
-    atom = next(r for r in site.leaderboard(frame).rows if r["method"] == "atom")
+    atom = next(r for r in leaderboard(frame).rows if r["method"] == "atom")
     # per (cell, seed) min over pgd/aa: seed 0: 0.5, 0.4 -> 0.45; seed 1: 0.65, 0.3 -> 0.475
     assert atom["worst"].mean == pytest.approx(0.4625)
     assert atom["worst"].std == pytest.approx(np.std([0.45, 0.475], ddof=1))
@@ -165,7 +170,7 @@ def test_single_seed_has_no_std_and_partial_cells_are_flagged(tmp_path):
     rows = unit_rows("atom", "c0", 0, "clean", 0.9) + unit_rows("atom", "c1", 0, "clean", 0.7)
     rows += unit_rows("atom", "c0", 0, "pgd", 0.5) + unit_rows("oe", "c0", 0, "clean", 0.8)
     rows += unit_rows("oe", "c0", 0, "pgd", 0.6) + unit_rows("oe", "c1", 0, "pgd", 0.2)
-    board = site.leaderboard(site.combine([site.load_source(make_run(tmp_path / "r", rows))]))
+    board = leaderboard(combine([load_source(make_run(tmp_path / "r", rows))]))
     atom, oe = board.rows
     assert atom["values"]["clean"].text() == "80.0" and atom["values"]["clean"].std is None
     assert atom["values"]["pgd"].partial == "mean over 1 of 2 cells"
@@ -181,19 +186,19 @@ def test_single_seed_has_no_std_and_partial_cells_are_flagged(tmp_path):
 def test_configurations_are_separate_rows_and_repeats_count_once(tmp_path):
     r1 = make_run(tmp_path / "r1", atom_rows(), methods_config={"atom": {"steps": 5, "lr": 0.1}})
     r2 = make_run(tmp_path / "r2", atom_rows(run_id="r2"), methods_config={"atom": {"steps": 10, "lr": 0.1}})
-    board = site.leaderboard(site.combine([site.load_source(r1), site.load_source(r2)]))
+    board = leaderboard(combine([load_source(r1), load_source(r2)]))
     assert [r["entry"] for r in board.rows] == ["atom [steps=5]", "atom [steps=10]"]
     # the same rows again as a bare CSV (no manifest): they join the one recorded configuration and
     # replace the earlier copy instead of counting twice
-    sources = [site.load_source(r1), site.load_source(r1 / "results.csv", 1)]
-    df = site.combine(sources)
+    sources = [load_source(r1), load_source(r1 / "results.csv", 1)]
+    df = combine(sources)
     assert sources[0].superseded == len(atom_rows()) and len(df) == len(atom_rows())
-    (atom,) = site.leaderboard(df).rows
+    (atom,) = leaderboard(df).rows
     assert atom["entry"] == "atom" and atom["values"]["clean"].mean == pytest.approx(0.75)
 
 
 def test_na_reason_once_per_method(frame):
-    msp = next(r for r in site.leaderboard(frame).rows if r["method"] == "msp")
+    msp = next(r for r in leaderboard(frame).rows if r["method"] == "msp")
     assert msp["na"] == f"n/a on 2 of 2 cells: {NA_REASON}"
     assert all(v.missing for v in msp["values"].values()) and msp["worst"].missing
 
@@ -208,7 +213,7 @@ def test_budget_summary_excludes_na_rows():
     df = pd.DataFrame(rows)
     for col in ("eps", "grad_evals", "value"):
         df[col] = pd.to_numeric(df[col])
-    by_attack = {b["attack"]: b for b in site.budget_summary(df)}
+    by_attack = {b["attack"]: b for b in budget_summary(df)}
     a3 = by_attack["a3"]
     assert a3["grad_evals"] == {"text": "79.92 (range 79.89–79.95)", "average": True}
     assert a3["steps"] == {"text": "80", "average": False} and a3["na_units"] == 2 and a3["units"] == 2
@@ -232,7 +237,7 @@ def test_published_comparison_difference_and_profile(tmp_path, frame):
         "oe,nd,toy,mean,pgd,auroc,90,RODEO Table 1a\n",  # no such method here: not shown
         encoding="utf-8",
     )
-    rows = site.published_comparison(frame, site.load_published(pub))
+    rows = published_comparison(frame, load_published(pub))
     assert [(r["method"], r["cell"], r["published"], r["diff"]) for r in rows] == [
         ("atom", "mean", "55.0", "-5.0"),  # ours 50.0
         ("atom", "c1", "60.0", "+10.0"),  # ours (0.8 + 0.6) / 2 = 70.0
@@ -246,7 +251,7 @@ def test_published_comparison_difference_and_profile(tmp_path, frame):
         encoding="utf-8",
     )
     oe = frame[frame["method"] == "atom"].assign(method="oe")
-    aliased = site.published_comparison(pd.concat([frame, oe]), site.load_published(pub))
+    aliased = published_comparison(pd.concat([frame, oe]), load_published(pub))
     bce = [r for r in aliased if r["source"].startswith("EOE")]
     assert [(r["method"], r["protocol"], r["source"]) for r in bce] == [
         ("oe", "nd", "EOE Table 11 (published as bce)")
@@ -254,11 +259,11 @@ def test_published_comparison_difference_and_profile(tmp_path, frame):
     (pub / "eoe.csv").unlink()
     (pub / "bad.csv").write_text("method,value\nx,1\n", encoding="utf-8")
     with pytest.raises(BadInput, match="lacks the columns"):
-        site.load_published(pub)
+        load_published(pub)
 
 
 def test_method_sources_read_paper_and_field_comments():
-    cited = site.method_sources()
+    cited = method_sources()
     assert "ATOM: Robustifying Out-of-distribution Detection" in cited["atom"]["paper"]
     assert cited["atom"]["summary"].startswith("Adversarial Training with informative Outlier Mining")
     assert cited["atom"]["fields"]["steps"].startswith("App. B.1")
@@ -271,8 +276,8 @@ def test_warning_lines_map_to_units(tmp_path):
         atom_rows(),
         warnings=["atom c1 seed 0 pgd: zero gradients on 3 of 100 images", "tree was dirty"],
     )
-    sources = [site.load_source(run)]
-    by_unit, other = site.warning_index(sources, site.combine(sources))
+    sources = [load_source(run)]
+    by_unit, other = warning_index(sources, combine(sources))
     assert by_unit == {("r1", "atom", "c1", 0, "pgd"): ["zero gradients on 3 of 100 images"]}
     assert other == {"r1": ["tree was dirty"]}
 
@@ -332,7 +337,7 @@ def test_files_are_world_readable(built):
 
 
 def test_merged_csv_holds_every_row(built):
-    from bench.report import read_results_file
+    from bench.results.rows import read_results_file
 
     _, out, r1, r2 = built
     merged = read_results_file(out / "results.csv")
@@ -622,23 +627,78 @@ def test_ood_sets_several_eps_and_the_eps_plot(tmp_path):
         glyphs__clean=np.arange(5.0), glyphs__attacked=np.arange(5.0) - 1, glyphs__is_outlier=is_out,
         noise__clean=np.zeros(5), noise__attacked=np.ones(5), noise__is_outlier=is_out,
     )  # fmt: skip
-    sources = [site.load_source(run)]
-    df = site.combine(sources)
-    board = site.leaderboard(df)
+    sources = [load_source(run)]
+    df = combine(sources)
+    board = leaderboard(df)
     assert board.columns == ["clean", "pgd @ 8/255", "pgd @ 4/255"] and board.several_eps
     (oe,) = board.rows
     assert oe["values"]["clean"].mean == pytest.approx(0.8)  # (0.9 + 0.7) / 2, not with all:mean
     assert oe["values"]["pgd @ 8/255"].mean == pytest.approx(0.5)
     assert oe["values"]["pgd @ 4/255"].mean == pytest.approx(0.7)
     assert oe["worst"].mean == pytest.approx(0.5)  # min over both radii per set
-    glyphs = site.load_scores(sources[0], "oe", "all:glyphs", 0, "pgd")
+    glyphs = load_scores(sources[0], "oe", "all:glyphs", 0, "pgd")
     assert glyphs["attacked"].tolist() == [-1.0, 0.0, 1.0, 2.0, 3.0] and glyphs["is_outlier"].tolist() == [
         False, False, False, True, True,
     ]  # fmt: skip
-    assert site.load_scores(sources[0], "oe", "all:noise", 0, "pgd")["clean"].tolist() == [0.0] * 5
-    assert site.load_scores(sources[0], "oe", "all:mean", 0, "pgd") is None
-    assert site.load_scores(sources[0], "../..", "all:glyphs", 0, "pgd") is None  # stays inside scores/
+    assert load_scores(sources[0], "oe", "all:noise", 0, "pgd")["clean"].tolist() == [0.0] * 5
+    assert load_scores(sources[0], "oe", "all:mean", 0, "pgd") is None
+    assert load_scores(sources[0], "../..", "all:glyphs", 0, "pgd") is None  # stays inside scores/
     group = df.copy()
-    plot = site.eps_plot(tmp_path, "eps.png", group)
+    plot = eps_plot(tmp_path, "eps.png", group)
     assert (tmp_path / "eps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "oe / pgd: 70.0 at 4/255, 50.0 at 8/255" in plot.alt
+
+
+def test_artifact_pixels_are_drawn_on_the_cell_page(tmp_path):
+    """Committed results hold a method's pictures as pixels (``exposure.npz``, ``image``); the site draws
+    them as PNG beside the cell's ROC curves."""
+    scores = [("atom", "c0", 0, a, shift) for a, shift in (("clean", 0), ("pgd", 1))]
+    run = make_run(tmp_path / "r", [r for r in atom_rows() if r["cell"] == "c0"], scores=scores)
+    folder = run / "artifacts" / "atom" / "c0-seed0"
+    folder.mkdir(parents=True)
+    pixels = np.zeros((6, 10, 3), dtype=np.uint8)
+    pixels[:, :5] = 255
+    np.savez_compressed(folder / "exposure.npz", image=pixels)
+    out = tmp_path / "site"
+    site.build_site([run], out, published_dir=None)
+    html = read(out, "nd-toy.html")
+    src = next(p.split('"')[0] for p in html.split('src="')[1:] if "exposure" in p.split('"')[0])
+    from PIL import Image
+
+    assert (np.asarray(Image.open(out / src)) == pixels).all()
+
+
+def test_backbone_column_marks_stand_in_rows_beside_published_numbers(tmp_path):
+    """A results.csv with the optional ``backbone`` column: rows on an ``embedded...`` backbone are marked
+    "stand-in backbone" next to the published value and on the per-cell table; other backbones are not;
+    files without the column read it as empty."""
+    rows = [dict(r, backbone="embedded:glyph-clip") for r in unit_rows("rodeo", "c0", 0, "clean", 0.8)]
+    rows += [dict(r, backbone="embedded:glyph-clip") for r in unit_rows("rodeo", "c0", 0, "pgd", 0.5)]
+    rows += [dict(r, backbone="hub-clip:ViT-B-32") for r in unit_rows("oe", "c0", 0, "clean", 0.9)]
+    run = tmp_path / "r"
+    run.mkdir()
+    with open(run / "results.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=[*COLUMNS, "backbone"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    source = load_source(run)
+    assert set(source.df["backbone"]) == {"embedded:glyph-clip", "hub-clip:ViT-B-32"}
+    assert set(load_source(make_run(tmp_path / "old", atom_rows())).df["backbone"]) == {""}
+    pub = tmp_path / "published"
+    pub.mkdir()
+    (pub / "p.csv").write_text(
+        "method,protocol,dataset,cell,attack,metric,value,source\n"
+        "rodeo,nd,toy,mean,pgd,auroc,94.6,RODEO Table 1a\noe,nd,toy,mean,clean,auroc,95.0,EOE Table 1\n"
+    )
+    compared = {r["method"]: r for r in published_comparison(combine([source]), load_published(pub))}
+    assert compared["rodeo"]["stand_in"] and not compared["oe"]["stand_in"]
+    out = tmp_path / "site"
+    site.build_site([run], out, published_dir=pub, plots=False)
+    html = read(out, "nd-toy.html")
+    published_table = html.split('class="sortable published"')[1].split("</table>")[0]
+    rodeo_row = next(r for r in published_table.split("<tr>") if ">rodeo<" in r)
+    oe_row = next(r for r in published_table.split("<tr>") if ">oe<" in r)
+    assert "stand-in backbone: not the paper&#39;s method" in rodeo_row
+    assert "stand-in backbone" not in oe_row
+    breakdown = html.split('class="sortable breakdown"')[1].split("</table>")[0]
+    assert breakdown.count("stand-in backbone") == 1  # the rodeo cell only

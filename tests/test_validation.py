@@ -1,4 +1,4 @@
-"""bench.validation: the carved split is disjoint from training and from the test split, and a tiny run
+"""bench study validation: the carved split is disjoint from training and from the test split, and a tiny run
 (ci profile, two nd cells, oe) gives the expected rows, table and CSV."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from bench.config import get_profile
 from bench.datasets import load_dataset
 from bench.protocols import get_protocol
 from bench.registry import METHODS
-from bench.validation import (
+from bench.studies.validation import (
     HELD_OUT_OE_SEED,
     ValidationSpec,
     carve,
