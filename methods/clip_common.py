@@ -23,7 +23,9 @@ that match "something" much better than every class (on digits nd with glyph-cli
 outliers per cell), where its gradient is zero and gradient attacks get no signal. ``"log_odds"`` is
 log(s / (1 - s)) = logits_{K+1} - logsumexp(logits_1..K), a strictly increasing function of s (the same
 ranking, so the same AUROC, FPR95 and AUPR up to float ties) that does not saturate: the analogue of what
-``oe`` (outlier logit) and ``hsc`` (h instead of 1 - exp(-h)) do in this harness.
+``oe`` (outlier logit) and ``hsc`` (h instead of 1 - exp(-h)) do in this harness. Whatever the score form,
+attacks differentiate the log-odds (``ClipDetector.attack_objective``), so the rows keep Eq. 4/5's
+probability and the attacks keep their gradient.
 
 Detector (:class:`ClipDetector`): the backbone (resizing, channel matching and normalisation happen inside
 ``ClipBackbone.preprocess``, differentiably, so images stay in [0, 1] at the dataset's size) and the K + 1
@@ -195,6 +197,11 @@ class ClipDetector(Detector):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return SCORE_FUNCTIONS[self.score_name](self.logits(x))
+
+    def attack_objective(self, x: torch.Tensor) -> torch.Tensor:
+        """Both score forms are attacked through the log-odds (the same ranking; the probability is 1.0
+        in float32 for hundreds of digits outliers, where its gradient is zero)."""
+        return something_log_odds(self.logits(x))
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         if not self.classifies:
