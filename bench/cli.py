@@ -248,7 +248,12 @@ def print_recipes(console, plan) -> None:
         table.add_column(column)
     for name in plan.methods:
         p = plan.profile_for(name)
-        own = ", ".join(f"{k}={v}" for k, v in method_defaults(plan.profile.name, name).items()) or "-"
+        own = (
+            ", ".join(
+                f"{k}={v}" for k, v in method_defaults(plan.profile.name, name, plan.spec.dataset).items()
+            )
+            or "-"
+        )
         if p.lr_schedule == "cosine":
             schedule = "cosine"
         else:

@@ -332,7 +332,9 @@ def plan_run(spec: RunSpec) -> RunPlan:
                 raise BadInput(f"bad value {value!r} for --set {name}.{key}: expected a finite number")
     executor_settings = ExecutorSettings(**overrides.pop("executor"))
     methods = {
-        name: _build(METHODS.get(name), {**method_defaults(profile.name, name), **overrides[name]}, name)
+        name: _build(
+            METHODS.get(name), {**method_defaults(profile.name, name, spec.dataset), **overrides[name]}, name
+        )
         for name in spec.methods
     }
     attack_settings = {name: overrides[name] for name in attacks}

@@ -153,7 +153,29 @@ METHOD_ROWS = [
     ("ntom", "cifar10", 32, "short_pool", "keep_n", "ATOM App. B.1: n = 2 x |train| on the 300K pool"),
     ("greg", "cifar10", 32, "finetune_fraction", 0.2, "GReg Sec. 6.1: 20 epochs of the classifier's 100"),
     ("greg", "cifar10", 32, "finetune_lr_schedule", "cosine", "GReg Sec. 6.1: cosine annealing"),
+    ("greg+", "cifar10", 32, "from_scratch", True, "GReg Sec. 6.1: GReg+ from scratch"),
+    ("greg+", "cifar10", 32, "lr_factor", 1.0, "GReg Sec. 6.1: lr 0.1, then 0.01"),
 ]
+
+
+@pytest.mark.parametrize(
+    ("dataset", "q"), [("svhn", 0.0), ("cifar10", 0.125), ("cifar100", 0.5), ("cifar100-fine", 0.5)]
+)
+def test_atom_q_is_app_b1_value_per_dataset(dataset, q):
+    """ATOM App. B.1: q = 0 for SVHN, 0.125 for CIFAR-10, 0.5 for CIFAR-100; only on the paper profile."""
+    from bench.paper_settings import method_defaults
+
+    for method in ("atom", "ntom"):
+        assert method_defaults("paper", method, dataset)["q"] == q
+        assert "q" not in method_defaults("quick", method, dataset)
+    assert "q" not in method_defaults("paper", "atom", "digits")  # the paper is silent: the field default
+
+
+def test_atom_q_reaches_the_planned_method():
+    plan = plan_run(RunSpec(methods=["atom"], protocol="nd", dataset="svhn", profile="paper", dry_run=True))
+    assert plan.methods["atom"].q == 0.0
+    quick = plan_run(RunSpec(methods=["atom"], protocol="nd", dataset="svhn", profile="quick", dry_run=True))
+    assert quick.methods["atom"].q == 0.125
 
 
 @pytest.mark.parametrize(("method", "dataset", "size", "key", "value", "source"), METHOD_ROWS)
