@@ -94,6 +94,18 @@ ATOM_DENSENET = {
     "network": Setting("densenet_bc100", "ATOM App. B.1 / Table 1: DenseNet-BC, L = 100, k = 12, dropout 0")
 }
 
+# What RODEO on the paper profile still does differently from RODEO Sec. 4.1 / Table 10 (docs/design.md
+# "Papers' backbones")
+RODEO_DIFFERENCES = (
+    "generator: google/ddpm-cifar10-32 (unconditional 35.7M-parameter DDPM, 32 px, trained on CIFAR-10's "
+    "training images) for GLIDE (text-conditional, 64 px, trained on a filtered web set of 67M images); "
+    "the text steers only through CLIP guidance",
+    "CLIP: OpenAI ViT-B/32, not GLIDE's noise-aware CLIP: guidance differentiates the CLIP similarity of the "
+    "predicted clean image x0_hat(x_t), not of x_t",
+    "tau_image (Eq. 13): on ImageNet validation images when $BENCH_DATA/imagenet-val/ holds them "
+    "(one folder per class), else rodeo.tau_image must be set",
+)
+
 EOE_G1 = "EOE App. G.1"
 EOE_HIGH_RES = {
     "network": Setting(
@@ -163,8 +175,16 @@ PAPER_SETTINGS: dict[str, PaperRecipe] = {
         method={
             "lr": Setting(1e-3, "RODEO Table 9: Adam, lr 0.001"),
             "steps": Setting(10, "RODEO Table 9: PGD-10 adversarial training"),
+            "backbones": Setting(
+                "paper",
+                "RODEO Sec. 4.1 / Table 10: GLIDE and its noise-aware CLIP; here OpenAI ViT-B/32 and "
+                "google/ddpm-cifar10-32, the closest models the libraries load (docs/design.md)",
+            ),
         },
+        not_expressed=RODEO_DIFFERENCES,
     ),
+    # EOE Sec. 3.3 / App. G.2: zero-shot CLIP with OpenAI's pre-trained ViT-B/32
+    "clip": PaperRecipe({}, method={"backbones": Setting("paper", "EOE Sec. 3.3, App. G.2: CLIP ViT-B/32")}),
     # EOE App. G.1: Adam, lr 1e-3, batches of 128 normal + 128 OE; CIFAR-10 200 epochs, milestones 100, 150
     "hsc": PaperRecipe(
         {
@@ -235,7 +255,8 @@ PAPER_SETTINGS: dict[str, PaperRecipe] = {
             "epochs": Setting(80, "EOE App. G.2: 80 epochs"),
             "batch_size": Setting(128, "EOE App. G.1/G.2: 128 normal samples per batch"),
             "oe_batch_size": Setting(128, "EOE App. G.1/G.2: 128 OE samples per batch"),
-        }
+        },
+        method={"backbones": Setting("paper", "EOE Sec. 3.3, App. G.2: BCE fine-tuning of CLIP ViT-B/32")},
     ),
 }
 

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from bench.attacks.base import Attack
+from bench.backbones.paper import is_paper_backbone
 from bench.cache import payload_hash
 from bench.code_version import method_dependencies, source_version
 from bench.config import Profile, for_dataset, get_profile, parse_overrides
@@ -147,6 +148,7 @@ class RunPlan:
     # the profile each method trains with: on ``paper`` its paper's recipe (bench.paper_settings), else
     # the run's profile; filled once the data set (its image size) is known
     method_profiles: dict[str, Profile] = field(default_factory=dict)
+    backbone_notes: list[str] = field(default_factory=list)  # a dry run's missing paper backbones
 
     def profile_for(self, method_name: str) -> Profile:
         return self.method_profiles.get(method_name, self.profile)
@@ -337,6 +339,9 @@ def plan_run(spec: RunSpec) -> RunPlan:
         )
         for name in spec.methods
     }
+    from bench.backbones.paper import plan_check  # the papers' backbones: fetched, or exit 2 (issue 28)
+
+    backbone_notes = plan_check(methods, spec.dry_run)
     attack_settings = {name: overrides[name] for name in attacks}
     for name in attacks:  # instantiate once so bad budgets (e.g. steps=0) fail before any work
         _build(ATTACKS.get(name).from_profile, {"profile": profile, "seed": 0, **attack_settings[name]}, name)
@@ -370,6 +375,7 @@ def plan_run(spec: RunSpec) -> RunPlan:
     check_cells(spec, plan)
     size = plan.dataset.image_shape[-1]
     plan.method_profiles = {name: method_profile(profile, name, size, spec.dataset) for name in methods}
+    plan.backbone_notes = backbone_notes
     for name, method in methods.items():
         check_method_files(name, method)
     plan.method_hashes = {name: method_hash(plan, name) for name in plan.methods}
@@ -431,7 +437,7 @@ def default_oe_name(dataset) -> str | None:
 def check_method_files(name: str, method: Method) -> None:
     """Every backbone a method's ``*_backbone`` fields name exists (BadInput with the fix otherwise)."""
     for f in dataclasses.fields(method):
-        if f.name.endswith("_backbone"):
+        if f.name.endswith("_backbone") and not is_paper_backbone(getattr(method, f.name)):
             from bench.backbones import check_backbone
 
             try:

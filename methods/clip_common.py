@@ -43,7 +43,14 @@ from typing import Any
 
 import torch
 
-from bench.backbones import EMBEDDED_CLIP, HUB_CLIP_PREFIX, WEIGHTS_DIR, ClipBackbone, load_clip
+from bench.backbones import (
+    EMBEDDED_CLIP,
+    HUB_CLIP_PREFIX,
+    PAPER_BACKBONES,
+    WEIGHTS_DIR,
+    ClipBackbone,
+    load_clip,
+)
 from bench.detector import Detector, detector_class
 from bench.errors import BadInput
 
@@ -89,7 +96,10 @@ def check_backbone_name(name: str) -> None:
     whose files exist (checked without building anything)."""
     if not isinstance(name, str):
         raise BadInput(f"bad CLIP backbone {name!r}")
-    accepted = f"{EMBEDDED_CLIP}, {HUB_CLIP_PREFIX}<open_clip model name>@<path to a local checkpoint file>"
+    accepted = (
+        f"{EMBEDDED_CLIP}, openai-vit-b-32, {HUB_CLIP_PREFIX}<open_clip model name>@<path to a local "
+        "checkpoint file>"
+    )
     if name == EMBEDDED_CLIP:
         missing = [
             p for p in (WEIGHTS_DIR / f"{name}.safetensors", WEIGHTS_DIR / f"{name}.json") if not p.is_file()
@@ -97,6 +107,8 @@ def check_backbone_name(name: str) -> None:
         if missing:
             raise BadInput(f"CLIP backbone {name!r}: {missing[0]} is missing; run `bench backbones build`")
         return
+    if name in PAPER_BACKBONES and PAPER_BACKBONES[name] == "clip":
+        return  # its files are checked while planning (bench.backbones.paper.plan_check)
     if name.startswith(HUB_CLIP_PREFIX):
         from bench.backbones.hub import parse_hub_clip
 
@@ -120,6 +132,15 @@ def backbone_fingerprint(name: str) -> str:
         if not config.is_file():
             return "missing"
         return str(json.loads(config.read_text()).get("weights_sha256", "unknown"))
+    if name in PAPER_BACKBONES:
+        from bench.backbones.paper import backbone_files
+
+        files = backbone_files(name)
+        if not files:
+            return "missing"
+        from bench.code_version import file_digest
+
+        return file_digest(files[0])
     if isinstance(name, str) and name.startswith(HUB_CLIP_PREFIX):
         from bench.backbones.hub import parse_hub_clip
 
