@@ -21,6 +21,7 @@ class MethodView:
     epochs: str
     optimiser: str
     schedule: str
+    augment: str
     fields: str
     differs: list[str] = field(default_factory=list)
 
@@ -79,6 +80,7 @@ def method_views(plan) -> list[MethodView]:
                 epochs=str(p.epochs) if trains else "- (zero-shot)",
                 optimiser=f"{p.optimizer} lr {p.lr:g}" if trains else "-",
                 schedule=schedule if trains else "-",
+                augment=(p.augment or "none") if trains else "-",
                 fields=", ".join(f"{k}={v}" for k, v in own.items()) or "-",
                 differs=differs,
             )
@@ -90,11 +92,14 @@ def print_method_views(console, plan) -> None:
     from rich.table import Table
 
     table = Table(title=f"what each method runs (profile {plan.profile.name}; bench/paper_settings.py)")
-    for column in ("method", "network", "backbones", "epochs", "optimiser", "schedule", "paper fields"):
+    columns = ("method", "network", "backbones", "epochs", "optimiser", "schedule", "augment", "paper fields")
+    for column in columns:
         table.add_column(column)
     views = method_views(plan)
     for v in views:
-        table.add_row(v.method, v.network, v.backbones, v.epochs, v.optimiser, v.schedule, v.fields)
+        table.add_row(
+            v.method, v.network, v.backbones, v.epochs, v.optimiser, v.schedule, v.augment, v.fields
+        )
     console.print(table)
     for v in views:
         console.print(f"differs from the paper ({v.method}):")
