@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from bench.config import Profile
-from bench.detector import Detector, detector_device  # noqa: F401  (re-exported for the attacks)
+from bench.detector import Detector, attack_objective, detector_device  # noqa: F401  (re-exported)
 from bench.errors import BadInput
 
 
@@ -63,6 +63,10 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
 class ScoreObjective:
     """The attack objective ``sign * score`` of one batch, counting every image evaluation.
 
+    ``score`` here is the detector's ``attack_objective`` (:func:`bench.detector.attack_objective`): a
+    strictly increasing, log-space function of the score (the same ranking, so the same worst case per
+    sample), never a probability that saturates at 0 or 1 and starves gradient attacks.
+
     ``value(x, rows)`` is a forward-only query, ``value_and_grad(x, rows)`` a gradient evaluation;
     ``rows`` selects which samples of the batch ``x`` holds (default: all, in order).
     """
@@ -84,14 +88,14 @@ class ScoreObjective:
     def value(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         self.queries += len(x)
         self.query_batch_sizes.append(len(x))
-        return self._sign(rows) * self.detector(x).float()
+        return self._sign(rows) * attack_objective(self.detector, x).float()
 
     def value_and_grad(self, x: torch.Tensor, rows: torch.Tensor | None = None):
         self.grad_evals += len(x)
         self.grad_batch_sizes.append(len(x))
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
-            objective = self._sign(rows) * self.detector(x).float()
+            objective = self._sign(rows) * attack_objective(self.detector, x).float()
             (gradient,) = torch.autograd.grad(objective.sum(), x)
         self.zero_gradients += int((gradient.flatten(1).abs().amax(1) == 0).sum())
         return objective.detach(), gradient.detach()
@@ -115,7 +119,7 @@ class _SignedScoreColumns(nn.Module):
         else:
             self.objective.queries += len(x)
             self.objective.query_batch_sizes.append(len(x))
-        score = self.objective.detector(x).float()
+        score = attack_objective(self.objective.detector, x).float()
         return torch.stack([score, -score], dim=1)
 
 

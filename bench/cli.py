@@ -246,41 +246,10 @@ def print_dry_run(plan) -> None:
 
 
 def print_recipes(console, plan) -> None:
-    """Paper profile: each method's training recipe (bench.paper_settings) and what it cannot express."""
-    from rich.table import Table
+    """Per method: network, backbones, epochs, optimiser, schedule and what differs from the paper."""
+    from bench.method_view import print_method_views
 
-    from bench.paper_settings import method_defaults, not_expressed
-
-    if plan.profile.name != "paper":
-        return
-    table = Table(title="training recipe per method (paper profile; sources: bench/paper_settings.py)")
-    for column in (
-        "method",
-        "network",
-        "epochs",
-        "batch ID/OE",
-        "optimiser, lr",
-        "schedule",
-        "method fields",
-    ):
-        table.add_column(column)
-    for name in plan.methods:
-        p = plan.profile_for(name)
-        own = ", ".join(f"{k}={v}" for k, v in method_defaults(plan.profile.name, name).items()) or "-"
-        if p.lr_schedule == "cosine":
-            schedule = "cosine"
-        else:
-            schedule = (
-                "x0.1 at " + ", ".join(f"{m:.3g}" for m in p.lr_milestones) if p.lr_milestones else "constant"
-            )
-        optimiser = f"{p.optimizer} {p.lr:g}"
-        table.add_row(
-            name, p.network, str(p.epochs), f"{p.batch_size}/{p.oe_batch_size}", optimiser, schedule, own
-        )
-    console.print(table)
-    for name in plan.methods:
-        for line in not_expressed(plan.profile.name, name):
-            console.print(f"not expressed ({name}): {line}")
+    print_method_views(console, plan)
 
 
 def torch_cuda_available() -> bool:
@@ -383,7 +352,7 @@ def list_command(what: str) -> None:
 
 @cli.group("backbones")
 def backbones_group() -> None:
-    """Embedded (glyph-clip, glyph-ddpm) and hub backbones: build and list."""
+    """Embedded (glyph-clip, glyph-ddpm), the papers' and hub backbones: build, fetch and list."""
 
 
 @backbones_group.command("build")
@@ -411,6 +380,18 @@ def backbones_build_command(only, out, steps, size) -> None:
         size = f"{meta['weights_bytes']:,} bytes"
         click.echo(f"{name}: {meta['weights_file']} ({size}), sha256 {meta['weights_sha256']}")
     click.echo(f"built {', '.join(results)} in {time.perf_counter() - started:.0f} s")
+
+
+@backbones_group.command("fetch")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="Download again even if verified files are present.")
+def backbones_fetch_command(names, force) -> None:
+    """Download the papers' backbones NAMES (openai-vit-b-32, ddpm-cifar10-32) into $BENCH_DATA/backbones,
+    checked against pinned sha256 (bench.backbones.paper)."""
+    from bench.backbones.paper import fetch
+
+    for line in fetch(names, force=force):
+        click.echo(line)
 
 
 @backbones_group.command("list")

@@ -43,8 +43,15 @@ class Profile:
     optimizer: str = "sgd"
     # "step": lr x 0.1 at each of lr_milestones; "cosine": annealed to 0 over the run (GReg Sec. 6.1)
     lr_schedule: str = "step"
+    # training-time augmentation of inlier and OE batches (bench.methods.augment): "" none (every profile
+    # but paper), "crop_flip" (ATOM App. B.1), "crop", "eoe" (EOE App. G.1)
+    augment: str = ""
 
     def __post_init__(self):
+        if self.augment not in ("", "crop_flip", "crop", "eoe"):
+            raise BadInput(
+                f"profile {self.name}: unknown augment {self.augment!r}; accepted: '', crop_flip, crop, eoe"
+            )
         if self.optimizer not in OPTIMIZERS:
             raise BadInput(f"profile {self.name}: unknown optimizer {self.optimizer!r}; accepted: sgd, adam")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -74,6 +81,8 @@ class Profile:
                 "lr_schedule",
             }
         }
+        if self.augment:  # only when set: the fingerprints of profiles without augmentation stay as they were
+            training["augment"] = self.augment
         return hashlib.sha256(json.dumps(training, sort_keys=True).encode()).hexdigest()[:12]
 
 

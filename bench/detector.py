@@ -53,6 +53,14 @@ class Detector(nn.Module):
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"{type(self).__name__} does not classify")
 
+    def attack_objective(self, x: torch.Tensor) -> torch.Tensor:
+        """What attacks differentiate: a strictly increasing function of ``forward(x)`` built from
+        log-space quantities (a log-probability, a logit difference, an energy), so it ranks images as the
+        score does but keeps a gradient where a probability score is exactly 0 or 1 in float32 (ATOM
+        App. B.4 attacks the log-probability, RODEO's code the cross-entropy). Default: the score itself,
+        for scores that are already such quantities."""
+        return self(x)
+
     @torch.inference_mode()
     def score(self, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
         """Scores of a whole tensor in eval mode, in batches, without building a graph."""
@@ -73,6 +81,13 @@ class Detector(nn.Module):
         tmp_json = directory / "detector.json.tmp"
         tmp_json.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
         tmp_json.replace(directory / "detector.json")
+
+
+def attack_objective(detector: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``detector.attack_objective(x)`` for a :class:`Detector`; the score itself for a bare module (the
+    analytic detectors of the tests)."""
+    method = getattr(detector, "attack_objective", None)
+    return method(x) if method is not None else detector(x)
 
 
 def load_detector(directory: Path, device: str = "cpu") -> Detector:

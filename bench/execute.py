@@ -29,6 +29,7 @@ import torch
 import bench
 from bench import frozen
 from bench.attacks.base import Attack, detector_device
+from bench.backbones.files import backbone_label
 from bench.cache import DetectorCache
 from bench.contracts import Cell, EvalSet, Method, RunContext, TrainTask
 from bench.detector import Detector
@@ -324,6 +325,7 @@ def unit_fields(
         "run_id": plan.run_id,
         "method": unit.method,
         "method_hash": plan.method_hashes[unit.method],
+        "backbone": backbone_label(plan.methods[unit.method]),
         "protocol": plan.spec.protocol,
         "dataset": plan.spec.dataset,
         "seed": unit.seed,

@@ -29,6 +29,7 @@ import torch
 
 from bench import frozen
 from bench.attacks.base import Attack
+from bench.backbones.paper import is_paper_backbone
 from bench.cache import payload_hash
 from bench.code_version import method_dependencies, source_version
 from bench.config import Profile, for_dataset, get_profile, parse_overrides
@@ -152,6 +153,7 @@ class RunPlan:
     # the profile each method trains with: on ``paper`` its paper's recipe (bench.paper_settings), else
     # the run's profile; filled once the data set (its image size) is known
     method_profiles: dict[str, Profile] = field(default_factory=dict)
+    backbone_notes: list[str] = field(default_factory=list)  # a dry run's missing paper backbones
 
     def profile_for(self, method_name: str) -> Profile:
         return self.method_profiles.get(method_name, self.profile)
@@ -348,9 +350,14 @@ def plan_run(spec: RunSpec) -> RunPlan:
                 raise BadInput(f"bad value {value!r} for --set {name}.{key}: expected a finite number")
     executor_settings = ExecutorSettings(**overrides.pop("executor"))
     methods = {
-        name: _build(METHODS.get(name), {**method_defaults(profile.name, name), **overrides[name]}, name)
+        name: _build(
+            METHODS.get(name), {**method_defaults(profile.name, name, spec.dataset), **overrides[name]}, name
+        )
         for name in spec.methods
     }
+    from bench.backbones.paper import plan_check  # the papers' backbones: fetched, or exit 2 (issue 28)
+
+    backbone_notes = plan_check(methods, spec.dry_run)
     attack_settings = {name: overrides[name] for name in attacks}
     for name in attacks:  # instantiate once so bad budgets (e.g. steps=0) fail before any work
         _build(ATTACKS.get(name).from_profile, {"profile": profile, "seed": 0, **attack_settings[name]}, name)
@@ -386,6 +393,7 @@ def plan_run(spec: RunSpec) -> RunPlan:
         check_frozen_detectors(plan)
     size = plan.dataset.image_shape[-1]
     plan.method_profiles = {name: method_profile(profile, name, size, spec.dataset) for name in methods}
+    plan.backbone_notes = backbone_notes
     for name, method in methods.items():
         check_method_files(name, method)
     plan.method_hashes = {name: method_hash(plan, name) for name in plan.methods}
@@ -447,7 +455,7 @@ def default_oe_name(dataset) -> str | None:
 def check_method_files(name: str, method: Method) -> None:
     """Every backbone a method's ``*_backbone`` fields name exists (BadInput with the fix otherwise)."""
     for f in dataclasses.fields(method):
-        if f.name.endswith("_backbone"):
+        if f.name.endswith("_backbone") and not is_paper_backbone(getattr(method, f.name)):
             from bench.backbones import check_backbone
 
             try:

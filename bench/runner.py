@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from bench.backbones.files import backbone_label
 from bench.cache import DetectorCache
 from bench.determinism import configure as configure_determinism
 from bench.determinism import numerics
@@ -172,6 +173,8 @@ class Runner:
                     if plan.profile_for(name) != plan.profile
                 },
                 "method_hashes": dict(plan.method_hashes),
+                # the pre-trained backbones per method ("embedded:..." = a stand-in, not the paper's)
+                "backbones": {name: backbone_label(method) for name, method in plan.methods.items()},
                 "attack_hashes": dict(plan.attack_hashes),
             }
         )

@@ -55,11 +55,15 @@ COLUMNS = [
     "git_sha",
     "device",
     "timestamp",
+    "backbone",  # the pre-trained backbones behind the row; "embedded:..." for a stand-in (issue 28)
 ]
 
+# Columns of results.csv before ``backbone`` existed; read with an empty backbone (as rows of methods
+# without pre-trained backbones have), and given the column when a unit is next written.
+PRE_BACKBONE_COLUMNS = [c for c in COLUMNS if c != "backbone"]
 # Columns of results.csv before ``detector_digest`` existed; such files are still read (their rows' digest
 # is empty: the detector behind them is unknown) and get the column when a unit is next written.
-PRE_DIGEST_COLUMNS = [c for c in COLUMNS if c != "detector_digest"]
+PRE_DIGEST_COLUMNS = [c for c in PRE_BACKBONE_COLUMNS if c != "detector_digest"]
 # Columns of results.csv before ``attack_hash`` existed; such files are still read, and every unit in
 # them counts as stale (its attack code is unknown).
 LEGACY_COLUMNS = [c for c in PRE_DIGEST_COLUMNS if c != "attack_hash"]
@@ -96,6 +100,7 @@ class ResultStore:
             reader = csv.DictReader(handle)
             if reader.fieldnames is not None and list(reader.fieldnames) not in (
                 COLUMNS,
+                PRE_BACKBONE_COLUMNS,
                 PRE_DIGEST_COLUMNS,
                 LEGACY_COLUMNS,
             ):

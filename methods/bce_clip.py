@@ -39,6 +39,8 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from bench.backbones.files import EMBEDDED_CLIP, switch_backbones
+from bench.backbones.paper import PAPER_CLIP
 from bench.contracts import Method, RunContext, TrainTask
 from bench.errors import BadInput
 from bench.methods.clip_common import (
@@ -72,6 +74,9 @@ class BCEClip(Method):
     shared_code = ("bench.backbones.tiny_ddpm", "bench.datasets.glyph_corpus", "bench.methods.training")
 
     backbone: str = "glyph-clip"  # the embedded CLIP (the paper: OpenAI's pre-trained ViT-B/32, App. G.2)
+    # "embedded": glyph-clip; "paper" (``--profile paper``): OpenAI's ViT-B/32 (EOE Sec. 3.3, App. G.2).
+    # Switches only a backbone of the other family (a hub-clip:... form stays).
+    backbones: str = "embedded"
     lr: float = 2e-5  # App. G.2: eta = 0.00002 for CIFAR-10, Fashion-MNIST, MNIST (low resolution)
     momentum: float = 0.9  # App. G.2: SGD with Nesterov momentum; 0.9 in the authors' ad_trainer.py
     weight_decay: float = 1e-3  # not in the paper; the authors' train_clip_mnist.py / _cifar.py
@@ -91,7 +96,16 @@ class BCEClip(Method):
             raise BadInput(f"bce-clip momentum must lie in [0, 1), got {self.momentum}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise BadInput(f"bce-clip weight_decay must be >= 0, got {self.weight_decay}")
+        self.backbone = switch_backbones(
+            self.backbones,
+            {"backbone": self.backbone},
+            {"embedded": {"backbone": EMBEDDED_CLIP}, "paper": {"backbone": PAPER_CLIP}},
+        )["backbone"]
         check_backbone_name(self.backbone)
+
+    def training_profile(self, profile):
+        """The profile as the fine-tuning runs it: this method's SGD settings and App. G.2's milestones."""
+        return fine_tuning_profile(profile, self.lr, self.momentum, self.weight_decay)
 
     def fit(self, task: TrainTask, ctx: RunContext) -> ClipDetector:
         if task.oe is None:
@@ -110,15 +124,20 @@ class BCEClip(Method):
         return detector
 
 
+def fine_tuning_profile(profile, lr: float, momentum: float, weight_decay: float):
+    """The profile's steps and batches with this method's SGD settings and App. G.2's milestones."""
+    return replace(
+        profile, lr=lr, momentum=momentum, weight_decay=weight_decay, lr_milestones=PAPER_MILESTONES
+    )
+
+
 def fine_tune(
     detector: ClipDetector, task: TrainTask, lr: float, momentum: float, weight_decay: float
 ) -> dict:
     """Train ``detector.backbone.model.visual`` in place with :func:`bce_clip_loss` through the shared loop
     (the profile's steps and batches; lr, momentum, weight decay and the paper's milestones from here)."""
     visual = detector.backbone.model.visual
-    profile = replace(
-        task.profile, lr=lr, momentum=momentum, weight_decay=weight_decay, lr_milestones=PAPER_MILESTONES
-    )
+    profile = fine_tuning_profile(task.profile, lr, momentum, weight_decay)
     torch.manual_seed(task.seed)
 
     def loss_fn(network, x_in, y_in, x_oe):

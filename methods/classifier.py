@@ -39,6 +39,26 @@ def hsc_score(features: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(features.pow(2).sum(dim=1) + 1) - 1
 
 
+def msp_log_odds(logits: torch.Tensor) -> torch.Tensor:
+    """The attack objective of ``msp``: -log(p / (1 - p)) with p = max_k softmax_k, i.e.
+    -(z_max - logsumexp_{k != max} z_k). Strictly increasing in ``msp_score`` (p -> -log(p / (1 - p)) is
+    decreasing, and the score is -p), so the same ranking; its gradient e_max - softmax(z_others) is
+    never zero, where -max softmax (and its log, ATOM App. B.4 Eq. 68's log F) is exactly flat once
+    softmax is one-hot in float32 (a logit gap above ~104)."""
+    top = logits.argmax(dim=1, keepdim=True)
+    others = logits.scatter(1, top, float("-inf"))
+    return torch.logsumexp(others, dim=1) - logits.gather(1, top).squeeze(1)
+
+
+def extra_class_log_odds(logits: torch.Tensor) -> torch.Tensor:
+    """The attack objective of ``extra_class``: log(p / (1 - p)) of p = softmax_{K+1}, i.e.
+    z_{K+1} - logsumexp_{k <= K} z_k: log p_{K+1} (ATOM App. B.4 Eq. 71, RODEO's cross-entropy toward
+    class K+1) minus log(1 - p_{K+1}). Strictly increasing in the score; its gradient
+    e_{K+1} - softmax(z_1..K) is never zero, where that of p (and of log p alone) vanishes once the
+    softmax is one-hot in float32."""
+    return logits[:, -1] - torch.logsumexp(logits[:, :-1], dim=1)
+
+
 SCORES = {
     "msp": msp_score,
     "energy": energy_score,
@@ -46,6 +66,10 @@ SCORES = {
     "extra_class": extra_class_score,
     "hsc": hsc_score,
 }
+
+# Attack objectives (``Detector.attack_objective``) of the scores that are probabilities; the others (energy,
+# outlier logit, the pseudo-Huber distance h) are log-space quantities already and are attacked as they are.
+ATTACK_OBJECTIVES = {"msp": msp_log_odds, "extra_class": extra_class_log_odds}
 
 
 @detector_class
@@ -70,6 +94,9 @@ class ClassifierDetector(Detector):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return SCORES[self.score_name](self.network(x))
+
+    def attack_objective(self, x: torch.Tensor) -> torch.Tensor:
+        return ATTACK_OBJECTIVES.get(self.score_name, SCORES[self.score_name])(self.network(x))
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         if not self.classifies:

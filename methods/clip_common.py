@@ -23,7 +23,9 @@ that match "something" much better than every class (on digits nd with glyph-cli
 outliers per cell), where its gradient is zero and gradient attacks get no signal. ``"log_odds"`` is
 log(s / (1 - s)) = logits_{K+1} - logsumexp(logits_1..K), a strictly increasing function of s (the same
 ranking, so the same AUROC, FPR95 and AUPR up to float ties) that does not saturate: the analogue of what
-``oe`` (outlier logit) and ``hsc`` (h instead of 1 - exp(-h)) do in this harness.
+``oe`` (outlier logit) and ``hsc`` (h instead of 1 - exp(-h)) do in this harness. Whatever the score form,
+attacks differentiate the log-odds (``ClipDetector.attack_objective``), so the rows keep Eq. 4/5's
+probability and the attacks keep their gradient.
 
 Detector (:class:`ClipDetector`): the backbone (resizing, channel matching and normalisation happen inside
 ``ClipBackbone.preprocess``, differentiably, so images stay in [0, 1] at the dataset's size) and the K + 1
@@ -41,7 +43,14 @@ from typing import Any
 
 import torch
 
-from bench.backbones import EMBEDDED_CLIP, HUB_CLIP_PREFIX, WEIGHTS_DIR, ClipBackbone, load_clip
+from bench.backbones import (
+    EMBEDDED_CLIP,
+    HUB_CLIP_PREFIX,
+    PAPER_BACKBONES,
+    WEIGHTS_DIR,
+    ClipBackbone,
+    load_clip,
+)
 from bench.detector import Detector, detector_class
 from bench.errors import BadInput
 
@@ -87,7 +96,10 @@ def check_backbone_name(name: str) -> None:
     whose files exist (checked without building anything)."""
     if not isinstance(name, str):
         raise BadInput(f"bad CLIP backbone {name!r}")
-    accepted = f"{EMBEDDED_CLIP}, {HUB_CLIP_PREFIX}<open_clip model name>@<path to a local checkpoint file>"
+    accepted = (
+        f"{EMBEDDED_CLIP}, openai-vit-b-32, {HUB_CLIP_PREFIX}<open_clip model name>@<path to a local "
+        "checkpoint file>"
+    )
     if name == EMBEDDED_CLIP:
         missing = [
             p for p in (WEIGHTS_DIR / f"{name}.safetensors", WEIGHTS_DIR / f"{name}.json") if not p.is_file()
@@ -95,6 +107,8 @@ def check_backbone_name(name: str) -> None:
         if missing:
             raise BadInput(f"CLIP backbone {name!r}: {missing[0]} is missing; run `bench backbones build`")
         return
+    if name in PAPER_BACKBONES and PAPER_BACKBONES[name] == "clip":
+        return  # its files are checked while planning (bench.backbones.paper.plan_check)
     if name.startswith(HUB_CLIP_PREFIX):
         from bench.backbones.hub import parse_hub_clip
 
@@ -118,6 +132,15 @@ def backbone_fingerprint(name: str) -> str:
         if not config.is_file():
             return "missing"
         return str(json.loads(config.read_text()).get("weights_sha256", "unknown"))
+    if name in PAPER_BACKBONES:
+        from bench.backbones.paper import backbone_files
+
+        files = backbone_files(name)
+        if not files:
+            return "missing"
+        from bench.code_version import file_digest
+
+        return file_digest(files[0])
     if isinstance(name, str) and name.startswith(HUB_CLIP_PREFIX):
         from bench.backbones.hub import parse_hub_clip
 
@@ -195,6 +218,11 @@ class ClipDetector(Detector):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return SCORE_FUNCTIONS[self.score_name](self.logits(x))
+
+    def attack_objective(self, x: torch.Tensor) -> torch.Tensor:
+        """Both score forms are attacked through the log-odds (the same ranking; the probability is 1.0
+        in float32 for hundreds of digits outliers, where its gradient is zero)."""
+        return something_log_odds(self.logits(x))
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         if not self.classifies:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from bench.backbones.files import EMBEDDED_CLIP, switch_backbones
+from bench.backbones.paper import PAPER_CLIP
 from bench.contracts import Method, RunContext, TrainTask
 from bench.methods.clip_common import (
     CLASS_TEMPLATE,
@@ -34,6 +36,9 @@ class ClipZeroShot(Method):
     shared_code = ("bench.backbones.tiny_ddpm", "bench.datasets.glyph_corpus")
 
     backbone: str = "glyph-clip"  # the embedded CLIP (the paper: OpenAI's pre-trained ViT-B/32, App. G.2)
+    # "embedded": glyph-clip; "paper" (``--profile paper``): OpenAI's ViT-B/32 (EOE Sec. 3.3, App. G.2).
+    # Switches only a backbone of the other family (a hub-clip:... form stays).
+    backbones: str = "embedded"
     logit_scale: float = PAPER_LOGIT_SCALE  # Sec. 3.3 Eq. 4: cosine similarity * 100
     outlier_prompt: str = OUTLIER_PROMPT  # Sec. 3.3: "a photo of something"
     class_template: str = CLASS_TEMPLATE  # glyph corpus captions; the paper: "a photo of a {}" (Sec. 3.3)
@@ -44,6 +49,11 @@ class ClipZeroShot(Method):
 
     def __post_init__(self) -> None:
         check_settings("clip", self.logit_scale, self.outlier_prompt, self.class_template, self.score)
+        self.backbone = switch_backbones(
+            self.backbones,
+            {"backbone": self.backbone},
+            {"embedded": {"backbone": EMBEDDED_CLIP}, "paper": {"backbone": PAPER_CLIP}},
+        )["backbone"]
         check_backbone_name(self.backbone)
 
     def fit(self, task: TrainTask, ctx: RunContext) -> ClipDetector:

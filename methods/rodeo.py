@@ -35,6 +35,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from bench.backbones.files import EMBEDDED_CLIP, EMBEDDED_DDPM, is_hub_like, switch_backbones
+from bench.backbones.paper import PAPER_CLIP, PAPER_DDPM
 from bench.contracts import Method, OutlierSource, RunContext, TrainTask
 from bench.errors import BadInput, NotApplicable
 from bench.methods.adversarial import pgd_maximize
@@ -127,6 +129,64 @@ def validation_image_threshold(clip_name: str, device: str) -> float:
     return image_threshold(images.cpu(), targets, texts.cpu())
 
 
+IMAGENET_VAL = "imagenet-val"  # $BENCH_DATA/imagenet-val/: ImageNet-1k validation, one folder per class
+IMAGENET_PER_CLASS = 10  # images per class for Eq. 13 (the paper does not say how many it used)
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+
+
+def imagenet_validation_folder() -> Path:
+    from bench.backbones.paper import data_root
+
+    return data_root() / IMAGENET_VAL
+
+
+def check_imagenet_validation() -> None:
+    """BadInput unless the ImageNet validation folder holds the 1,000 class folders Eq. 13 reads."""
+    root = imagenet_validation_folder()
+    count = sum(1 for d in root.iterdir() if d.is_dir()) if root.is_dir() else 0
+    if count != 1000:
+        raise BadInput(
+            f"rodeo: tau_image (Eq. 13) with a pre-trained CLIP is computed on ImageNet: {root} holds "
+            f"{count} class folders of 1,000 (the validation images, one folder per class in class-index "
+            "order, e.g. n01440764/ ...); put them there or set rodeo.tau_image"
+        )
+
+
+@functools.lru_cache(maxsize=2)
+def imagenet_image_threshold(clip_name: str, device: str, per_class: int = IMAGENET_PER_CLASS) -> float:
+    """Eq. 13 on the data set RODEO names (Sec. 4.1 "Filtering Generated Images": ImageNet): ``per_class``
+    validation images of each of the 1,000 classes, the class names of ``imagenet_class_names`` (folders
+    sorted = class index, as torchvision's ImageFolder) in "a photo of a {}" prompts."""
+    import numpy as np
+    from PIL import Image
+
+    check_imagenet_validation()
+    folders = sorted(d for d in imagenet_validation_folder().iterdir() if d.is_dir())
+    clip = _clip(clip_name, device)
+    size = clip.image_size
+    embeddings, targets = [], []
+    for index, folder in enumerate(folders):
+        files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)[:per_class]
+        pixels = []
+        for file in files:  # CLIP's own preprocessing: shorter side to the input size, centre crop
+            with Image.open(file) as image:
+                image = image.convert("RGB")
+                scale = size / min(image.size)
+                image = image.resize(
+                    (max(size, round(image.width * scale)), max(size, round(image.height * scale)))
+                )
+                left, top = (image.width - size) // 2, (image.height - size) // 2
+                image = image.crop((left, top, left + size, top + size))
+            pixels.append(torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1))
+        if pixels:
+            with torch.no_grad():
+                embeddings.append(clip.encode_image(torch.stack(pixels)).cpu())
+            targets += [index] * len(pixels)
+    with torch.no_grad():
+        texts = clip.encode_text([f"a photo of a {name}" for name in imagenet_class_names()]).cpu()
+    return image_threshold(torch.cat(embeddings), torch.tensor(targets), texts)
+
+
 @register_method("rodeo")
 @dataclass
 class RODEO(Method):
@@ -142,6 +202,10 @@ class RODEO(Method):
 
     clip_backbone: str = "glyph-clip"  # Sec. 4.1 "Model Selection": a noise-aware CLIP (GLIDE's)
     ddpm_backbone: str = "glyph-ddpm"  # Table 10: GLIDE; here the embedded DDPM
+    # "embedded": the glyph stand-ins above; "paper" (``--profile paper``): OpenAI's ViT-B/32 and
+    # google/ddpm-cifar10-32, the loadable models closest to GLIDE's (docs/design.md "Papers' backbones").
+    # Switches only the backbone fields that hold the other family's names (a hub-* form stays).
+    backbones: str = "embedded"
     vocabulary: str = "auto"  # auto: glyph-concepts (embedded CLIP) or imagenet-1k (hub CLIP)
     near_labels: int = 10  # n-outlier labels drawn per inlier class (App. K gives no number)
     # "val" numbers below: python -m bench.validation --method rodeo --protocol nd (digits, quick profile;
@@ -179,7 +243,9 @@ class RODEO(Method):
     generated_per_class: int | None = None
     small_class: int = 100  # App. E.3: classes with fewer than 100 images ...
     small_class_count: int = 3000  # ... get up to 3,000 outliers (scaled by the profile's OE pool)
-    tau_image: float | None = None  # None: Eq. 13 on the glyph corpus validation split
+    # None: Eq. 13 on ImageNet validation images with a pre-trained CLIP (Sec. 4.1), on the glyph corpus's
+    # validation split with the embedded one (the corpus it was trained on)
+    tau_image: float | None = None
     eps: float | None = None  # Table 9: 8/255 low-res, 2/255 high-res; None -> task.train_eps
     steps: int = 10  # Table 9: PGD-10 adversarial training
     step_size: float | None = None  # Table 9: alpha = 2.5 * eps / N; None -> that
@@ -197,6 +263,15 @@ class RODEO(Method):
     inlier_round_trip: float = 0.0
 
     def __post_init__(self) -> None:
+        switched = switch_backbones(
+            self.backbones,
+            {"clip_backbone": self.clip_backbone, "ddpm_backbone": self.ddpm_backbone},
+            {
+                "embedded": {"clip_backbone": EMBEDDED_CLIP, "ddpm_backbone": EMBEDDED_DDPM},
+                "paper": {"clip_backbone": PAPER_CLIP, "ddpm_backbone": PAPER_DDPM},
+            },
+        )
+        self.clip_backbone, self.ddpm_backbone = switched["clip_backbone"], switched["ddpm_backbone"]
         if self.near_labels < 0:
             raise BadInput(f"near_labels must be >= 0, got {self.near_labels}")
         if self.generated_per_class is not None and self.generated_per_class < 1:
@@ -245,6 +320,11 @@ class RODEO(Method):
             "stride": int,
         }
 
+    def training_profile(self, profile):
+        """The profile as the classifier's training runs it (what the dry run shows): Adam at ``lr``
+        (Table 9), the profile's schedule, epochs and batches."""
+        return dataclasses.replace(profile, optimizer="adam", lr=self.lr)
+
     def start_step_range(self, num_train_timesteps: int, stride: int) -> tuple[int, int]:
         """(t_min, t_max) of the start steps drawn under ``t0_rule``."""
         return start_step_bounds(
@@ -262,7 +342,7 @@ class RODEO(Method):
     def vocabulary_name(self) -> str:
         if self.vocabulary != "auto":
             return self.vocabulary
-        return "imagenet-1k" if self.clip_backbone.startswith("hub-") else "glyph-concepts"
+        return "imagenet-1k" if is_hub_like(self.clip_backbone) else "glyph-concepts"
 
     def generation_counts(self, task: TrainTask) -> list[int]:
         """Outliers per inlier class: as many as its images, at least the scaled 3,000 below 100 (E.3), at
@@ -337,7 +417,9 @@ class RODEO(Method):
         generator = torch.Generator().manual_seed(task.seed * 1_000_003 + 5)
         prompt_sets, tau_text = self.prompt_sets(task, clip, generator)
         tau_image = self.tau_image
-        if tau_image is None:
+        if tau_image is None and is_hub_like(self.clip_backbone):
+            tau_image = imagenet_image_threshold(self.clip_backbone, device)  # Eq. 13 on ImageNet
+        elif tau_image is None:
             tau_image = validation_image_threshold(self.clip_backbone, device)
 
         # one source inlier per generated outlier, a prompt and a start step for each (Alg. 1 lines 10-13)
@@ -359,7 +441,7 @@ class RODEO(Method):
             clip,
             stride,
             self.guidance_scale,
-            noise_aware=not self.clip_backbone.startswith("hub-"),
+            noise_aware=not is_hub_like(self.clip_backbone),
         )
         generated = []
         for i in range(0, len(source_index), GENERATION_BATCH):

@@ -219,6 +219,18 @@ def start_step_bounds(
     return t_min, t_max
 
 
+def start_step_rule(rule: str, min_fraction: float, max_fraction: float) -> str:
+    """The start-step rule in words, as the dry run, docs/design.md and README state it (one rule)."""
+    if rule == "alg1":
+        return (
+            f"t0 uniform on the sampling-stride grid in [{min_fraction:g}T, T) (Alg. 1 line 12, "
+            f"T0 = {min_fraction:g}T)"
+        )
+    if rule == "sec4.1":
+        return f"t0 uniform on the sampling-stride grid in [{min_fraction:g}T, {max_fraction:g}T] (Sec. 4.1)"
+    return f"t0 uniform on the sampling-stride grid in (0, {max_fraction:g}T] (Table 10, App. E.3)"
+
+
 def draw_start_steps(
     count: int, t_min: int, t_max: int, stride: int, generator: torch.Generator
 ) -> torch.Tensor:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from bench.contracts import RunContext, TrainTask
+from bench.methods.augment import augment
 from bench.methods.networks import Classifier, build_network
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -90,6 +91,8 @@ def train_network(
     device = torch.device(task.device)
     network.to(device).train()
     generator = torch.Generator().manual_seed(task.seed)
+    # a generator of its own, so that turning augmentation on leaves the batch order as it was
+    augmenter = torch.Generator().manual_seed(task.seed + 7_919)
     images, labels = task.images, task.labels
     oe_pool = task.oe.images if (uses_oe and task.oe is not None) else None
     if uses_oe and oe_pool is None:
@@ -121,6 +124,9 @@ def train_network(
             if oe_images is not None:
                 pick = torch.randint(len(oe_images), (profile.oe_batch_size,), generator=generator)
                 x_oe = oe_images[pick].to(device)
+            if profile.augment:  # the paper recipes' augmentation (bench.methods.augment)
+                x_in = augment(x_in, profile.augment, augmenter)
+                x_oe = None if x_oe is None else augment(x_oe, profile.augment, augmenter)
             loss = loss_fn(network, x_in, y_in, x_oe)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

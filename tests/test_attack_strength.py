@@ -15,6 +15,7 @@ from bench.attacks.base import objective_sign
 from bench.attacks.blackbox import BlackBoxSquare
 from bench.attacks.clean import Clean
 from bench.attacks.pgd import PGD
+from bench.attacks.simba import SimBA
 from bench.detector import Detector
 from bench.errors import BadInput
 from bench.metrics import auroc
@@ -65,6 +66,7 @@ class Quantised(Detector):
 
 def strong_attacks():
     return {
+        "simba": SimBA(queries=100, seed=0),  # 2 queries per pixel of the 36- and 25-pixel problems
         "pgd": PGD(steps=100, restarts=2, seed=0),
         "aa": AutoAttackScore(apgd_steps=100, apgd_restarts=1, square_queries=300, seed=0),
         "a3": AdaptiveAutoAttack(budget_per_sample=200, min_active=4, seed=0),
@@ -90,7 +92,7 @@ def assert_gain(detector, x, is_outlier, optimum_x, attack, eps, fraction=0.99):
 EPS = 8 / 255
 
 
-@pytest.mark.parametrize("name", ["pgd", "aa", "a3"])
+@pytest.mark.parametrize("name", ["pgd", "aa", "a3", "simba"])
 def test_linear_score_optimum(name):
     torch.manual_seed(1)
     x = torch.rand(40, 1, 6, 6)
@@ -102,7 +104,7 @@ def test_linear_score_optimum(name):
     assert_gain(Linear(w), x, is_outlier, optimum, strong_attacks()[name], EPS)
 
 
-@pytest.mark.parametrize("name", ["pgd", "aa", "a3"])
+@pytest.mark.parametrize("name", ["pgd", "aa", "a3", "simba"])
 def test_quadratic_score_optimum(name):
     torch.manual_seed(2)
     x = torch.rand(40, 1, 5, 5)
@@ -168,6 +170,46 @@ def test_gradient_masking_stops_gradient_attacks_but_not_query_attacks():
     assert any("gradient masking" in w for w in aa.warnings)
 
 
+class FinelyQuantised(Quantised):
+    """The linear score rounded to 1e-4: a zero gradient everywhere, but one pixel's move of eps = 0.1
+    (6e-3 of the score) is visible to queries."""
+
+    def forward(self, x):
+        return torch.round(1e4 * (x.flatten(1) @ self.w)) / 1e4
+
+
+def test_simba_beats_the_gradient_attacks_on_a_masked_detector():
+    _, x, is_outlier, eps = masked_problem()
+    detector = FinelyQuantised(16)
+    clean = auroc(detector.score(x).numpy(), is_outlier.numpy())
+    assert clean == 1.0
+    gradient = attacked_auroc(detector, PGD(steps=50, restarts=1), x, is_outlier, eps)
+    simba = SimBA(queries=40)
+    simba.reset_spent()
+    found = attacked_auroc(detector, simba, x, is_outlier, eps)
+    assert gradient == clean  # zero gradients: PGD cannot move
+    assert found <= clean - 0.5 and found < gradient
+    assert simba.spent_budget().queries <= 41
+
+
+def test_simba_spends_its_budget_in_batched_queries():
+    """Queries per image never exceed the plan; with more pixels than queries each image spends exactly
+    the plan; every query is one batched call over the samples still active (no per-sample loop)."""
+    detector = Linear(torch.randn(64))
+    x = torch.rand(30, 1, 8, 8)
+    is_outlier = torch.arange(30) % 2 == 1
+    attack = SimBA(queries=25)
+    attack.reset_spent()
+    x_adv = attack.perturb(detector, x, is_outlier, 8 / 255)
+    assert attack.spent_budget() == attack.budget()  # 64 pixels > 25 queries: every image spends 25 + 1
+    assert max(attack.query_batch_sizes()) == 30 and len(attack.query_batch_sizes()) <= 2 * 25 + 1
+    assert (x_adv - x).abs().max() <= 8 / 255 + 1e-6
+    small = SimBA(queries=1000)  # 4 pixels: at most 8 queries each, and the rows say so
+    small.reset_spent()
+    small.perturb(TinyReLU(), torch.rand(6, 1, 2, 2), torch.arange(6) % 2 == 1, 0.1)
+    assert small.spent_budget().queries <= 9 < small.budget().queries
+
+
 @pytest.fixture(scope="module")
 def undefended_detector():
     """MSP of a small CNN trained on digits (ci profile, first osr split), and its test set."""
@@ -189,8 +231,9 @@ def undefended_detector():
         AutoAttackScore(apgd_steps=10, square_queries=100),
         AdaptiveAutoAttack(budget_per_sample=10),
         BlackBoxSquare(queries=100),
+        SimBA(queries=100),
     ],
-    ids=["pgd", "aa", "a3", "blackbox"],
+    ids=["pgd", "aa", "a3", "blackbox", "simba"],
 )
 def test_attacked_auroc_never_rises_with_eps(undefended_detector, attack):
     detector, evalset = undefended_detector

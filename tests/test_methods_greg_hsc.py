@@ -366,3 +366,24 @@ def test_quick_profile_detects_novel_digits(digits, name):
         ev = cell.evalsets[0]
         values.append(auroc(detector.score(ev.images).numpy(), ev.is_outlier.numpy()))
     assert np.mean(values) > 0.85
+
+
+def test_greg_plus_from_scratch_trains_the_k_way_network_without_the_classifier(ci_cells, tmp_path):
+    """GReg Sec. 6.1 (the paper profile's greg+): from scratch, at the profile's lr (lr_factor 1), for
+    the profile's epochs; nothing is pre-trained, and the network is the K-way one."""
+    cell = ci_cells["osr"]
+    fast = replace(cell.task, profile=replace(cell.task.profile, epochs=1, min_steps=0))
+    seen = []
+    original = training.train_network
+
+    def recording(network, task, *args, **kwargs):
+        seen.append((task.profile.lr, task.profile.epochs))
+        return original(network, task, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "train_network", recording)
+        detector = METHODS.get("greg+")(from_scratch=True, lr_factor=1.0).fit(fast, RunContext(device="cpu"))
+    assert seen == [(fast.profile.lr, 1)]  # one training run: no cross-entropy pre-training
+    assert "pretrain" not in detector.meta["training"]
+    assert detector.network.head.out_features == fast.num_classes
+    assert METHODS.get("greg+")().from_scratch is False  # the CPU profiles keep fine-tuning

@@ -78,8 +78,12 @@ def test_every_method_with_a_recipe_is_registered_and_every_field_is_a_profile_o
 
 
 def test_a_plan_on_the_paper_profile_gives_methods_their_recipes_and_set_still_wins():
-    spec = RunSpec(methods=["rodeo", "atom"], protocol="nd", dataset="digits", profile="paper")
-    plan = plan_run(RunSpec(**{**spec.__dict__, "settings": ["rodeo.steps=5"]}))
+    # the embedded backbones, explicitly (without the papers' weights a paper-profile run exits 2)
+    stand_in = ["rodeo.backbones=embedded"]
+    spec = RunSpec(
+        methods=["rodeo", "atom"], protocol="nd", dataset="digits", profile="paper", settings=stand_in
+    )
+    plan = plan_run(RunSpec(**{**spec.__dict__, "settings": [*stand_in, "rodeo.steps=5"]}))
     assert plan.methods["rodeo"].steps == 5 and plan.methods["rodeo"].lr == pytest.approx(1e-3)
     assert plan.profile_for("rodeo").lr_milestones == () and plan.profile_for("atom").lr_milestones == (
         0.5,
@@ -153,7 +157,29 @@ METHOD_ROWS = [
     ("ntom", "cifar10", 32, "short_pool", "keep_n", "ATOM App. B.1: n = 2 x |train| on the 300K pool"),
     ("greg", "cifar10", 32, "finetune_fraction", 0.2, "GReg Sec. 6.1: 20 epochs of the classifier's 100"),
     ("greg", "cifar10", 32, "finetune_lr_schedule", "cosine", "GReg Sec. 6.1: cosine annealing"),
+    ("greg+", "cifar10", 32, "from_scratch", True, "GReg Sec. 6.1: GReg+ from scratch"),
+    ("greg+", "cifar10", 32, "lr_factor", 1.0, "GReg Sec. 6.1: lr 0.1, then 0.01"),
 ]
+
+
+@pytest.mark.parametrize(
+    ("dataset", "q"), [("svhn", 0.0), ("cifar10", 0.125), ("cifar100", 0.5), ("cifar100-fine", 0.5)]
+)
+def test_atom_q_is_app_b1_value_per_dataset(dataset, q):
+    """ATOM App. B.1: q = 0 for SVHN, 0.125 for CIFAR-10, 0.5 for CIFAR-100; only on the paper profile."""
+    from bench.paper_settings import method_defaults
+
+    for method in ("atom", "ntom"):
+        assert method_defaults("paper", method, dataset)["q"] == q
+        assert "q" not in method_defaults("quick", method, dataset)
+    assert "q" not in method_defaults("paper", "atom", "digits")  # the paper is silent: the field default
+
+
+def test_atom_q_reaches_the_planned_method():
+    plan = plan_run(RunSpec(methods=["atom"], protocol="nd", dataset="svhn", profile="paper", dry_run=True))
+    assert plan.methods["atom"].q == 0.0
+    quick = plan_run(RunSpec(methods=["atom"], protocol="nd", dataset="svhn", profile="quick", dry_run=True))
+    assert quick.methods["atom"].q == 0.125
 
 
 @pytest.mark.parametrize(("method", "dataset", "size", "key", "value", "source"), METHOD_ROWS)
@@ -162,7 +188,7 @@ def test_the_paper_profile_sets_the_methods_own_fields(method, dataset, size, ke
 
     setting = PAPER_SETTINGS[method].method[key]
     assert setting.value == value, source
-    plan = plan_run(RunSpec(methods=[method], protocol="nd", dataset="digits", profile="paper"))
+    plan = plan_run(RunSpec(methods=[method], protocol="nd", dataset="digits", profile="paper", dry_run=True))
     assert getattr(plan.methods[method], key) == value, source
 
 

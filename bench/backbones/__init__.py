@@ -56,6 +56,7 @@ from bench.backbones.files import (
     EMBEDDED_DDPM_SIZES,
     HUB_CLIP_PREFIX,
     HUB_DDPM_PREFIX,
+    PAPER_BACKBONES,
     WEIGHTS_DIR,
     backbone_files,
 )
@@ -252,9 +253,13 @@ def check_backbone(name: str) -> None:
         check_hub_ddpm(name)
     elif name in EMBEDDED:
         _embedded_files(name, None)
+    elif name in PAPER_BACKBONES:
+        from bench.backbones.paper import check_present
+
+        check_present(name)
     else:
         raise BadInput(
-            f"unknown backbone {name!r}; accepted: {', '.join(EMBEDDED)}, "
+            f"unknown backbone {name!r}; accepted: {', '.join([*EMBEDDED, *PAPER_BACKBONES])}, "
             f"{HUB_CLIP_PREFIX}<open_clip model name>@<checkpoint file or tag>, "
             f"{HUB_DDPM_PREFIX}<diffusers folder or repo id>"
         )
@@ -274,6 +279,10 @@ def load_clip(
         from bench.backbones.tiny_clip import load_embedded_clip
 
         backbone = load_embedded_clip(name, *_embedded_files(name, weights_dir))
+    elif PAPER_BACKBONES.get(name) == "clip":
+        from bench.backbones.paper import load_paper_clip
+
+        backbone = load_paper_clip(name)
     else:
         raise BadInput(
             f"unknown CLIP backbone {name!r}; accepted: {EMBEDDED_CLIP}, "
@@ -296,6 +305,10 @@ def load_ddpm(
         from bench.backbones.tiny_ddpm import load_embedded_ddpm
 
         backbone = load_embedded_ddpm(name, *_embedded_files(name, weights_dir))
+    elif PAPER_BACKBONES.get(name) == "ddpm":
+        from bench.backbones.paper import load_paper_ddpm
+
+        backbone = load_paper_ddpm(name)
     else:
         raise BadInput(
             f"unknown DDPM backbone {name!r}; accepted: {', '.join(EMBEDDED_DDPM_SIZES.values())}, "

@@ -19,6 +19,45 @@ EMBEDDED_DDPM = "glyph-ddpm"
 # 28x28 data is then generated above the data's resolution and area-downsampled, not upsampled from 16
 EMBEDDED_DDPM_SIZES = {16: EMBEDDED_DDPM, 32: "glyph-ddpm-32"}
 EMBEDDED = {EMBEDDED_CLIP: "clip", **{name: "ddpm" for name in EMBEDDED_DDPM_SIZES.values()}}
+# the papers' backbones (bench.backbones.paper: fetched into $BENCH_DATA/backbones/<name>/), name -> kind
+PAPER_BACKBONES = {"openai-vit-b-32": "clip", "ddpm-cifar10-32": "ddpm"}
+
+
+def is_hub_like(name) -> bool:
+    """A pre-trained real backbone (``hub-*`` forms or a paper backbone), not an embedded noise-aware one."""
+    return isinstance(name, str) and (name.startswith("hub-") or name in PAPER_BACKBONES)
+
+
+BACKBONE_SWITCHES = ("embedded", "paper")  # values of the methods' ``backbones`` field
+
+
+def method_backbones(method) -> list[str]:
+    """The backbone names a method's fields ``backbone`` and ``*_backbone`` hold, in field order."""
+    from dataclasses import fields
+
+    names = [f.name for f in fields(method) if f.name == "backbone" or f.name.endswith("_backbone")]
+    return [getattr(method, name) for name in names if isinstance(getattr(method, name), str)]
+
+
+def backbone_label(method) -> str:
+    """The rows' ``backbone`` column: the method's backbones joined by ``+``, prefixed ``embedded:`` when
+    any is an embedded stand-in (e.g. ``embedded:glyph-clip+glyph-ddpm``); "" for a method without
+    pre-trained backbones."""
+    names = method_backbones(method)
+    joined = "+".join(names)
+    return f"embedded:{joined}" if any(name in EMBEDDED for name in names) else joined
+
+
+def switch_backbones(value: str, backbones: dict[str, str], defaults: dict[str, dict[str, str]]) -> dict:
+    """The ``backbones`` switch of rodeo, clip and bce-clip: ``"embedded"`` turns each paper backbone among
+    ``backbones`` (field -> name) into the field's embedded stand-in, ``"paper"`` each embedded one into
+    the papers' (``defaults``: switch value -> field -> name). A hub form is left as it is."""
+    if value not in BACKBONE_SWITCHES:
+        raise BadInput(f"unknown backbones {value!r}; accepted: {', '.join(BACKBONE_SWITCHES)}")
+    other = set(EMBEDDED) if value == "paper" else set(PAPER_BACKBONES)
+    return {field: (defaults[value][field] if name in other else name) for field, name in backbones.items()}
+
+
 HUB_CLIP_PREFIX = "hub-clip:"
 HUB_DDPM_PREFIX = "hub-ddpm:"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -145,6 +184,10 @@ def backbone_files(name: str) -> list[Path]:
     """
     if not isinstance(name, str):
         return []
+    if name in PAPER_BACKBONES:
+        from bench.backbones.paper import backbone_files as paper_files
+
+        return paper_files(name)
     if name in EMBEDDED:
         candidates = [WEIGHTS_DIR / f"{name}.safetensors", WEIGHTS_DIR / f"{name}.json"]
     elif name.startswith(HUB_CLIP_PREFIX):
