@@ -488,28 +488,13 @@ def report_command(runs, out, published, no_plots) -> None:
 @click.option(
     "--tolerance", default="0.02", show_default=True, help="AUROC drop that counts as a regression."
 )
-@click.option(
-    "--other-detector-tolerance",
-    default=None,
-    help="AUROC drop allowed where the two rows' detector_digest differ (a retrained detector's rounding "
-    'noise): a number, or a JSON file mapping methods to numbers ("*": the rest); .ci/run passes '
-    "python -m bench.baseline training-tolerance's. Default: --tolerance for every row.",
-)
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON object instead.")
-def compare_command(baseline, candidate, tolerance, other_detector_tolerance, as_json) -> None:
+def compare_command(baseline, candidate, tolerance, as_json) -> None:
     """Match rows on (method, protocol, dataset, cell, seed, attack, metric); exit 1 on an AUROC regression
-    beyond --tolerance (--other-detector-tolerance where the detectors differ) or a row missing on
-    either side."""
+    beyond --tolerance or a row missing on either side (CI's checks across machines: bench ci)."""
     from bench.compare import compare, format_text, parse_tolerance
 
-    result = compare(
-        baseline,
-        candidate,
-        parse_tolerance("--tolerance", tolerance, files=False),
-        None
-        if other_detector_tolerance is None
-        else parse_tolerance("--other-detector-tolerance", other_detector_tolerance),
-    )
+    result = compare(baseline, candidate, parse_tolerance("--tolerance", tolerance))
     click.echo(result.to_json() if as_json else format_text(result))
     if not result.ok:
         sys.exit(1)  # click's ctx.exit() would be swallowed by main()'s standalone_mode=False

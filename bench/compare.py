@@ -10,20 +10,14 @@ Each change says whether both sides' rows came from the same detector (their ``d
 ``same`` points at the attack or the scoring, ``other`` at the training (code, or another host's
 rounding); empty when a side has no digest (files from before the column).
 
-``other_detector_tolerance`` (``--other-detector-tolerance``), when given, judges the rows whose detectors
-differ: a retrained detector moves by rounding alone (two hosts of one CPU kind: ntom by 0.0105 AUROC;
-other thread counts: atom by up to 0.146; docs/ci.md), so such a drop counts as a
-regression only beyond that tolerance. It is one number, or a mapping with keys ``"method/protocol"``,
-``"method"`` or ``"*"`` (the most specific applies; none: ``tolerance``). A drop within it but beyond
-``tolerance`` is listed as training noise; rows from the same detector (or without a digest) keep
-``tolerance``.
+For regression tracking across machines (frozen detectors, seed statistics) see ``bench ci``
+(bench.baseline, docs/ci.md).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -63,11 +57,9 @@ class Comparison:
     baseline: str
     candidate: str
     tolerance: float
-    other_detector_tolerance: float | dict[str, float] | None = None
     compared: int = 0
     regressions: list[Change] = field(default_factory=list)
     improvements: list[Change] = field(default_factory=list)
-    training_noise: list[Change] = field(default_factory=list)  # another detector, within its tolerance
     missing_in_candidate: list[Change] = field(default_factory=list)
     missing_in_baseline: list[Change] = field(default_factory=list)
     status_changed: list[Change] = field(default_factory=list)
@@ -117,60 +109,24 @@ def _check_tolerance(name: str, value: float) -> None:
         raise BadInput(f"bad {name} {value!r}; accepted: a number >= 0")
 
 
-def _other_tolerances(value: float | Mapping[str, float] | None) -> float | dict[str, float] | None:
-    if value is None:
-        return None
-    if isinstance(value, Mapping):
-        for method, tol in value.items():
-            _check_tolerance(f"--other-detector-tolerance for {method}", tol)
-        return {str(m): float(t) for m, t in value.items()}
-    _check_tolerance("--other-detector-tolerance", value)
-    return float(value)
-
-
-def parse_tolerance(option: str, text: str, files: bool = True) -> float | dict[str, float]:
-    """A command-line tolerance: a number >= 0, or (``files``) a JSON file of ``{"method/protocol" |
-    "method" | "*": number}``."""
+def parse_tolerance(option: str, text: str) -> float:
+    """A command-line tolerance: a number >= 0."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        pass
-    accepted = "a number >= 0" + (" or a JSON file mapping methods to numbers" if files else "")
-    path = Path(text)
-    if not files or not path.is_file():
-        raise BadInput(f"bad {option} {text!r}; accepted: {accepted}")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BadInput(f"bad {option} {text!r}: {error}; accepted: {accepted}") from None
-    if not isinstance(data, dict) or not all(
-        isinstance(v, int | float) and not isinstance(v, bool) for v in data.values()
-    ):
-        raise BadInput(f"bad {option} {text!r}: not an object of numbers; accepted: {accepted}")
-    return data
-
-
-def _tolerance_for(other: float | dict[str, float] | None, method: str, protocol: str) -> float | None:
-    """The tolerance of a retrained detector's rows of ``method`` on ``protocol``: a mapping's
-    ``"method/protocol"`` entry, else its ``"method"`` entry, else ``"*"`` (None: judged like the others)."""
-    if isinstance(other, dict):
-        for name in (f"{method}/{protocol}", method, "*"):
-            if name in other:
-                return other[name]
-        return None
-    return other
+        raise BadInput(f"bad {option} {text!r}; accepted: a number >= 0") from None
+    _check_tolerance(option, value)
+    return value
 
 
 def compare(
     baseline: Path,
     candidate: Path,
     tolerance: float = DEFAULT_TOLERANCE,
-    other_detector_tolerance: float | Mapping[str, float] | None = None,
 ) -> Comparison:
     _check_tolerance("--tolerance", tolerance)
-    other_tolerance = _other_tolerances(other_detector_tolerance)
     base, cand = load_rows(baseline), load_rows(candidate)
-    result = Comparison(str(baseline), str(candidate), float(tolerance), other_tolerance)
+    result = Comparison(str(baseline), str(candidate), float(tolerance))
 
     def change(key: tuple, b: tuple | None, c: tuple | None) -> Change:
         bv, cv = (b[1] if b else None), (c[1] if c else None)
@@ -195,14 +151,9 @@ def compare(
         if key[-1] != JUDGED_METRIC or b[1] is None or c[1] is None:
             continue
         diff = c[1] - b[1]
-        retrained = b[2] and c[2] and b[2] != c[2]
-        wider = _tolerance_for(other_tolerance, key[0], key[1]) if retrained else None
         # A small epsilon keeps a difference of exactly the tolerance (in decimal) from counting.
         if diff < -tolerance - 1e-12:
-            if wider is not None and diff >= -wider - 1e-12:
-                result.training_noise.append(change(key, b, c))
-            else:
-                result.regressions.append(change(key, b, c))
+            result.regressions.append(change(key, b, c))
         elif diff > tolerance + 1e-12:
             result.improvements.append(change(key, b, c))
     for key, c in cand.items():
@@ -217,29 +168,18 @@ def format_text(result: Comparison) -> str:
     def value(v: float | None) -> str:
         return "—" if v is None else f"{v:.4f}"
 
-    other = result.other_detector_tolerance
-    if isinstance(other, dict):
-        shown = ", ".join(f"{m} {t:g}" for m, t in sorted(other.items()))
-        other_text = f", where the detector differs {shown or 'the same'}"
-    else:
-        other_text = "" if other is None else f", {other:g} where the detector differs"
     lines = [
         f"compared {result.compared} matching rows of {result.baseline} (baseline) and {result.candidate} "
-        f"(candidate); {JUDGED_METRIC} tolerance {result.tolerance:g}{other_text}",
+        f"(candidate); {JUDGED_METRIC} tolerance {result.tolerance:g}",
         f"regressions: {len(result.regressions)}, improvements: {len(result.improvements)}, "
         f"missing in candidate: {len(result.missing_in_candidate)}, "
         f"missing in baseline: {len(result.missing_in_baseline)}, "
         f"status changed: {len(result.status_changed)}",
     ]
     detector = {"same": " [same detector]", "other": " [another detector]", "": ""}
-    if other is not None:
-        lines.append(
-            f"drops within the other-detector tolerance (training noise): {len(result.training_noise)}"
-        )
     for title, changes in (
         ("REGRESSION", result.regressions),
         ("improvement", result.improvements),
-        ("training noise", result.training_noise),
     ):
         for ch in changes:
             change = f"{value(ch.baseline)} -> {value(ch.candidate)} ({ch.difference:+.4f})"

@@ -530,49 +530,6 @@ def test_compare_says_whether_a_change_came_from_the_same_detector(tmp_path, cap
     assert "(-0.0500)\n" in out + "\n" and "detector]" not in out
 
 
-def test_other_detector_tolerance_judges_only_rows_whose_detector_changed(tmp_path, capsys):
-    """--other-detector-tolerance widens the check only where the digests differ (a retrained detector's
-    rounding); a drop from the same detector, or beyond the wider tolerance, still fails."""
-    rows = [dict(r, detector_digest="a" * 16) for r in atom_rows()]
-    base = _write_csv(tmp_path / "base.csv", rows)
-    key = ("c1", 1, "aa", "auroc")
-    lowered = [dict(r) for r in rows]
-    next(r for r in lowered if (r["cell"], r["seed"], r["attack"], r["metric"]) == key)["value"] = 0.34
-    same = _write_csv(tmp_path / "same.csv", lowered)
-    other = _write_csv(
-        tmp_path / "other.csv",
-        [dict(r, detector_digest="b" * 16) if r["cell"] == "c1" else r for r in lowered],
-    )
-    wide = ("--tolerance", "0.001", "--other-detector-tolerance", "0.02")
-    code, out = _compare(capsys, base, other, *wide)
-    assert code == 0 and "regressions: 0" in out and "training noise): 1" in out
-    assert "training noise: method=atom protocol=nd dataset=toy cell=c1 seed=1 attack=aa" in out
-    assert "0.3500 -> 0.3400 (-0.0100) [another detector]" in out
-    code, out = _compare(capsys, base, same, *wide)  # the same detector: the attack or scoring moved
-    assert code == 1 and "REGRESSION: method=atom" in out and "[same detector]" in out
-    code, out = _compare(capsys, base, other, "--tolerance", "0.001", "--other-detector-tolerance", "0.005")
-    assert code == 1 and "REGRESSION: method=atom" in out  # beyond the training tolerance
-    code, out = _compare(capsys, base, other, "--tolerance", "0.001")  # not given: one tolerance for all
-    assert code == 1 and "training noise" not in out
-    for mapping, expected in (
-        ({"atom/nd": 0.02, "atom": 0.001}, 0),  # the method/protocol entry wins
-        ({"atom/osr": 0.02, "*": 0.001}, 1),  # another protocol's entry does not apply
-        ({"*": 0.02}, 0),
-        ({"msp": 0.02}, 1),  # no entry for atom: --tolerance
-    ):
-        table = tmp_path / "tolerance.json"
-        table.write_text(json.dumps(mapping))
-        code, out = _compare(capsys, base, other, "--tolerance", "0.001", "--other-detector-tolerance", table)
-        assert code == expected, (mapping, out)
-    table.write_text('{"atom": "wide"}')
-    with pytest.raises(SystemExit) as exit_:
-        main(["compare", str(base), str(other), "--other-detector-tolerance", str(table)])
-    assert exit_.value.code == 2 and "not an object of numbers" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exit_:
-        main(["compare", str(base), str(other), "--other-detector-tolerance", "lots"])
-    assert exit_.value.code == 2 and "--other-detector-tolerance 'lots'" in capsys.readouterr().err
-
-
 def test_compare_missing_rows_and_status_changes_exit_1(tmp_path, capsys):
     rows = atom_rows()
     base = _write_csv(tmp_path / "base.csv", rows)

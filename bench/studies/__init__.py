@@ -12,7 +12,6 @@ STUDIES = {  # name -> (module, what it measures)
     "budget": ("budget", "a profile's attack budgets against PGD-1000 x 10 on the same test images"),
     "validation": ("validation", "hyperparameters on a validation split carved from the training data"),
     "efficiency": ("efficiency", "attacked AUROC against gradient evaluations per image"),
-    "ci-rounding": ("ci_rounding", "how far the ci grid moves when only training's rounding changes"),
     "msp-robustness": ("msp_robustness", "why undefended classifiers hold under PGD on MNIST osr"),
     "osr-per-class": ("osr_per_class", "an osr split's AUROC per unknown and per known class"),
     "exposure-lookalikes": ("exposure_lookalikes", "how much of RODEO's exposure looks like a known class"),
