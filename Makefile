@@ -39,7 +39,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 
 bench-speed: $(STAMP)
-	$(BIN)/python -m pytest -m slow --benchmark-only tests/test_attack_speed.py
+	$(BIN)/python -m pytest -m slow --benchmark-only tests/test_attack_speed.py tests/test_speed.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -34,6 +34,7 @@ from bench.attacks.base import (
     ScoreObjective,
     check_attack_inputs,
     check_positive,
+    check_range,
     detector_device,
 )
 from bench.attacks.pgd import WorstCase, batches
@@ -100,6 +101,7 @@ class AutoAttackScore(Attack):
             square_restarts=self.square_restarts,
             batch_size=self.batch_size,
         )
+        check_range("aa", "square_p_init", self.square_p_init, 0.0, 1.0)
 
     def budget(self) -> Budget:
         # APGD: 1 gradient at the start + 1 per iteration, per restart. Queries: the clean point,

@@ -10,6 +10,7 @@ passes) and ``queries`` (forward-only score evaluations).
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, fields
 from typing import ClassVar
@@ -48,6 +49,19 @@ def check_positive(name: str, **values: int) -> None:
     for key, value in values.items():
         if not isinstance(value, int) or value < 1:
             raise BadInput(f"bad {name} {key} {value!r}; accepted: integers >= 1")
+
+
+def check_range(name: str, key: str, value: float, low: float, high: float = math.inf,
+                low_open: bool = True, high_open: bool = False) -> None:  # fmt: skip
+    """BadInput naming ``name.key``, its value and the accepted interval unless ``value`` lies in it
+    (a step size of 0 or below, or a Square ``p_init`` outside (0, 1], silently weakens the attack)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    above = number and (value > low if low_open else value >= low)
+    below = number and (value < high if high_open else value <= high)
+    if not (above and below):
+        left, right = "(" if low_open else "[", ")" if high_open or high == math.inf else "]"
+        shown = "inf" if high == math.inf else f"{high:g}"
+        raise BadInput(f"bad {name}.{key}={value!r}; accepted: a number in {left}{low:g}, {shown}{right}")
 
 
 def objective_sign(is_outlier: torch.Tensor) -> torch.Tensor:

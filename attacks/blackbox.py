@@ -15,6 +15,7 @@ from bench.attacks.base import (
     ScoreObjective,
     check_attack_inputs,
     check_positive,
+    check_range,
     detector_device,
 )
 from bench.attacks.pgd import WorstCase, batches
@@ -39,6 +40,7 @@ class BlackBoxSquare(Attack):
 
     def __post_init__(self) -> None:
         check_positive("blackbox", queries=self.queries, restarts=self.restarts, batch_size=self.batch_size)
+        check_range("blackbox", "p_init", self.p_init, 0.0, 1.0)  # Square's initial fraction of pixels
 
     def budget(self) -> Budget:
         return Budget(self.queries, self.restarts, 0, 1 + self.restarts * (self.queries + 1))

@@ -18,6 +18,7 @@ from bench.attacks.base import (
     ScoreObjective,
     check_attack_inputs,
     check_positive,
+    check_range,
     detector_device,
     project,
 )
@@ -60,6 +61,7 @@ class PGD(Attack):
 
     def __post_init__(self) -> None:
         check_positive("pgd", steps=self.steps, restarts=self.restarts, batch_size=self.batch_size)
+        check_range("pgd", "step_factor", self.step_factor, 0.0)  # alpha = step_factor * eps / steps
 
     @classmethod
     def from_profile(cls, profile: Profile, seed: int = 0, **overrides) -> PGD:

@@ -8,7 +8,6 @@ import dataclasses
 import json
 import stat
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -219,13 +218,10 @@ def test_dry_run_builds_no_cell_and_no_oe_pool(protocol, profile, monkeypatch, c
         monkeypatch.setattr(cls, "cells", forbidden)
     for name in list(oe_sources.OE_SOURCES):
         monkeypatch.setitem(oe_sources.OE_SOURCES, name, forbidden)
-    started = time.perf_counter()
-    plan = plan_run(RunSpec(methods=["rodeo", "atom"], protocol=protocol, profile=profile))
+    plan = plan_run(RunSpec(methods=["rodeo", "atom"], protocol=protocol, profile=profile, dry_run=True))
     print_dry_run(plan)
-    elapsed = time.perf_counter() - started
     out = capsys.readouterr().out
-    assert "attack budget" in out and "pgd" in out
-    assert elapsed < 3.0, f"dry run took {elapsed:.1f} s"
+    assert "attack budget" in out and "pgd" in out  # how fast: tests/test_speed.py (make bench-speed)
 
 
 # ---- shareable outputs and the report's provenance -------------------------------------------------------

@@ -120,3 +120,28 @@ def test_a_mean_below_the_seed_tolerance_fails_and_within_it_passes():
     }
     noisy = seeded({0: (0.93, 0.79), 1: (0.90, 0.83), 2: (0.86, 0.79)})  # same mean, other seeds' split
     assert check_seeds(base, noisy).ok and not check_seeds(base, noisy).findings
+
+
+@pytest.mark.parametrize(
+    "setting, shown",
+    [
+        ("pgd.step_factor=-1", "bad pgd.step_factor=-1.0; accepted: a number in (0, inf)"),
+        ("pgd.step_factor=0", "bad pgd.step_factor=0.0; accepted: a number in (0, inf)"),
+        ("blackbox.p_init=-0.5", "bad blackbox.p_init=-0.5; accepted: a number in (0, 1]"),
+        ("blackbox.p_init=1.5", "bad blackbox.p_init=1.5; accepted: a number in (0, 1]"),
+        ("aa.square_p_init=-3", "bad aa.square_p_init=-3.0; accepted: a number in (0, 1]"),
+        ("pgd.restarts=0", "bad pgd restarts 0; accepted: integers >= 1"),
+    ],
+)
+def test_an_attack_setting_that_weakens_the_attack_is_refused_before_any_work(
+    tmp_path, capsys, setting, shown
+):
+    """Measured before: --set pgd.step_factor=-1 was accepted and lifted a PGD AUROC from 32.7 to 61.3."""
+    from bench.cli import main
+
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--methods", "oe", "--protocol", "nd", "--profile", "ci", "--set", setting,
+              "--out", str(out)])  # fmt: skip
+    assert exit_.value.code == 2 and not out.exists()
+    assert capsys.readouterr().err.strip() == f"bench: error: {shown}"

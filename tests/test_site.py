@@ -103,7 +103,9 @@ def write_scores(
     )
 
 
-def make_run(run_dir: Path, rows, *, warnings=(), methods_config=None, scores=(), profile_cap=100) -> Path:
+def make_run(
+    run_dir: Path, rows, *, warnings=(), methods_config=None, scores=(), profile_cap=100, attacks_config=None
+) -> Path:
     """A run folder as the runner writes it: results.csv, manifest.json and score files for ``scores``
     ((method, cell, seed, attack, shift) tuples)."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -116,7 +118,13 @@ def make_run(run_dir: Path, rows, *, warnings=(), methods_config=None, scores=()
     manifest = {
         "run_id": rows[0]["run_id"],
         "command": "bench run --methods atom msp --protocol nd",
-        "config": {"methods": methods, "protocol": "nd", "dataset": "toy", "settings": []},
+        "config": {
+            "methods": methods,
+            "protocol": "nd",
+            "dataset": "toy",
+            "settings": [],
+            "attacks": attacks_config or {},
+        },  # fmt: skip
         "profile": {"name": "quick", "max_eval_per_side": profile_cap},
         "git_sha": "abc1234",
         "device": "cpu",
@@ -195,6 +203,24 @@ def test_configurations_are_separate_rows_and_repeats_count_once(tmp_path):
     assert sources[0].superseded == len(atom_rows()) and len(df) == len(atom_rows())
     (atom,) = leaderboard(df).rows
     assert atom["entry"] == "atom" and atom["values"]["clean"].mean == pytest.approx(0.75)
+
+
+def test_a_modified_attack_is_its_own_marked_row_and_never_replaces_the_profiles(tmp_path):
+    """Two runs of one configuration, the second with a weakened PGD (another attack_hash): the site keeps
+    both, the weakened one as its own leaderboard row marked "modified attack"."""
+    normal = make_run(tmp_path / "normal", atom_rows())
+    weak_rows = [
+        dict(r, run_id="weak", attack_hash="w" * 12, value=min(1.0, float(r["value"]) + 0.3))
+        for r in atom_rows(run_id="weak")
+        if r["attack"] == "pgd"
+    ]
+    weak = make_run(tmp_path / "weak", weak_rows, attacks_config={"pgd": {"step_factor": 0.25}})
+    df = combine([load_source(normal), load_source(weak)])
+    assert len(df) == len(atom_rows()) + len(weak_rows)  # nothing superseded
+    board = {r["entry"]: r for r in leaderboard(df).rows}
+    assert set(board) == {"atom", "atom [modified attack: pgd.step_factor=0.25]"}
+    assert board["atom"]["values"]["pgd"].mean == pytest.approx(0.5)  # the profile's attack, unchanged
+    assert board["atom [modified attack: pgd.step_factor=0.25]"]["values"]["pgd"].mean > 0.5
 
 
 def test_na_reason_once_per_method(frame):

@@ -171,6 +171,8 @@ def combine(sources: list[Source]) -> pd.DataFrame:
             json.dumps(methods[m], sort_keys=True, default=str) if m in methods else ""
             for m in frame["method"]
         ]
+        modified = attack_modifications(config)
+        frame["_attack_mod"] = [modified.get(a, "") for a in frame["attack"]]
         frames.append(frame)
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*row_columns(), "_source"])
     # Rows without a manifest (a bare CSV) join the one recorded configuration of their (method, profile).
@@ -179,13 +181,33 @@ def combine(sources: list[Source]) -> pd.DataFrame:
         if len(hypers) == 1:
             unknown = (df["method"] == method) & (df["profile"] == profile) & (df["_hyper"] == "")
             df.loc[unknown, "_hyper"] = hypers[0]
-    key = ["method", "profile", "_hyper", "protocol", "dataset", "cell", "seed", "attack", "eps", "metric"]
+    if "_attack_mod" not in df.columns:
+        df["_attack_mod"] = ""
+    if "attack_hash" not in df.columns:
+        df["attack_hash"] = ""
+    # the attack's code and settings too: a weakened attack's rows never replace the profile's
+    key = ["method", "profile", "_hyper", "protocol", "dataset", "cell", "seed", "attack", "attack_hash",
+           "_attack_mod", "eps", "metric"]  # fmt: skip
     superseded = df.duplicated(key, keep="last")
     for i, count in df[superseded].groupby("_source").size().items():
         sources[int(i)].superseded = int(count)
     df = df[~superseded].reset_index(drop=True)
-    df["_entry"] = entry_labels(df)
+    df["_entry"] = [
+        f"{entry} [modified attack: {mod}]" if mod else entry
+        for entry, mod in zip(entry_labels(df), df["_attack_mod"], strict=True)
+    ]
     return df
+
+
+def attack_modifications(config: dict) -> dict[str, str]:
+    """Per attack of a run's manifest config, its settings that differ from the profile's budget (the
+    ``--set`` values, e.g. ``pgd.step_factor=0.25``); attacks run as the profile says are left out."""
+    attacks = config.get("attacks") if isinstance(config.get("attacks"), dict) else {}
+    return {
+        str(name): ", ".join(f"{name}.{k}={v}" for k, v in sorted(settings.items()))
+        for name, settings in attacks.items()
+        if isinstance(settings, dict) and settings
+    }
 
 
 def entry_labels(df: pd.DataFrame) -> list[str]:
