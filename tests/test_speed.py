@@ -17,7 +17,9 @@ def test_dry_run_speed(benchmark, profile, capsys):
     from bench.cli import print_dry_run
 
     def dry_run():
-        print_dry_run(plan_run(RunSpec(methods=["rodeo", "atom"], protocol="nd", profile=profile, dry_run=True)))
+        print_dry_run(
+            plan_run(RunSpec(methods=["rodeo", "atom"], protocol="nd", profile=profile, dry_run=True))
+        )
 
     benchmark.pedantic(dry_run, rounds=3, iterations=1)
     assert "attack budget" in capsys.readouterr().out
