@@ -372,24 +372,26 @@ def run_grids(work: Path, detectors: Path, save: bool = False) -> dict[str, dict
 
 def make_baseline(out: Path, work: Path) -> None:
     """Regenerate the baseline folder ``out`` (frozen.csv, seeds.csv, detectors/, provenance.json)."""
-    from bench.provenance import cpu_kind
+    import shutil
 
     out = Path(out)
-    staging = out / DETECTORS
-    if staging.exists():
-        import shutil
-
-        shutil.rmtree(staging)
-    seconds = run_grids(work, staging, save=True)
+    if (out / DETECTORS).exists():
+        shutil.rmtree(out / DETECTORS)
+    seconds = run_grids(work, out / DETECTORS, save=True)
     for name in (FROZEN_CSV, SEEDS_CSV):
         atomic_write_bytes(out / name, (Path(work) / name).read_bytes())
+    write_provenance(out, seconds)
+
+
+def write_provenance(out: Path, seconds: dict[str, dict[str, float]]) -> None:
+    """``provenance.json``: the code, machine and settings that made the baseline, and the seconds per
+    grid and protocol it took."""
+    from bench.provenance import git_sha, hardware_kind
+
     record = {
-        "cpu_kinds": [cpu_kind()],
-        "made_on": {
-            "cpu_kind": cpu_kind(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        "cpu_kinds": [hardware_kind()],  # every kind that reproduced it (docs/ci.md); the first made it
+        "git_sha": git_sha(),
+        "python": platform.python_version(),
         "pinned_numerics": PINNED_NUMERICS,
         "seconds": seconds,
         "seeds": list(SEEDS),
@@ -397,4 +399,4 @@ def make_baseline(out: Path, work: Path) -> None:
         "cells": {p: list(CI_CELLS.get(p, ["all"])) for p in CI_PROTOCOLS},
         "methods": ci_methods(),
     }
-    atomic_write_bytes(out / PROVENANCE, (json.dumps(record, indent=2) + "\n").encode())
+    atomic_write_bytes(Path(out) / PROVENANCE, (json.dumps(record, indent=2) + "\n").encode())

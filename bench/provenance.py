@@ -75,14 +75,19 @@ AVX512_TIERS = (
 )
 
 
-def avx512_tier(cpuinfo: str | None = None) -> str:
-    """The highest rung of :data:`AVX512_TIERS` the CPU has ("" for plain AVX-512 or no flags line)."""
-    for line in (_cpuinfo() if cpuinfo is None else cpuinfo).splitlines():
+def _flags(cpuinfo: str) -> list[str]:
+    """The first ``flags`` line of /proc/cpuinfo's text (empty without one)."""
+    for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         if key.strip() == "flags":
-            flags = set(value.split())
-            return next((tier for flag, tier in AVX512_TIERS if flag in flags), "")
-    return ""
+            return value.split()
+    return []
+
+
+def avx512_tier(cpuinfo: str | None = None) -> str:
+    """The highest rung of :data:`AVX512_TIERS` the CPU has ("" for plain AVX-512 or no flags line)."""
+    flags = set(_flags(_cpuinfo() if cpuinfo is None else cpuinfo))
+    return next((tier for flag, tier in AVX512_TIERS if flag in flags), "")
 
 
 def cpu_kind(cpuinfo: str | None = None, capability: str | None = None) -> str:
@@ -104,6 +109,20 @@ def cpu_kind(cpuinfo: str | None = None, capability: str | None = None) -> str:
     tier = avx512_tier(cpuinfo) if level == "avx512" else ""
     machine = platform.machine().lower() or "unknown"
     return f"{machine}-{cpu_vendor(cpuinfo)}-{level}" + (f"-{tier}" if tier else "")
+
+
+def isa_level(cpuinfo: str | None = None) -> str:
+    """The highest of PyTorch's kernel levels the CPU's flags allow (``avx512``, ``avx2`` or ``default``),
+    whatever ``ATEN_CPU_CAPABILITY`` pins the process to."""
+    flags = set(_flags(_cpuinfo() if cpuinfo is None else cpuinfo))
+    return "avx512" if {"avx512f", "avx512bw"} <= flags else "avx2" if "avx2" in flags else "default"
+
+
+def hardware_kind(cpuinfo: str | None = None) -> str:
+    """``cpu_kind`` of the hardware (its highest level), not of the code path a pinned process runs:
+    what the regression baseline's provenance lists as the kinds that reproduced it."""
+    cpuinfo = _cpuinfo() if cpuinfo is None else cpuinfo
+    return cpu_kind(cpuinfo, isa_level(cpuinfo))
 
 
 def now() -> str:
