@@ -145,3 +145,17 @@ def test_an_attack_setting_that_weakens_the_attack_is_refused_before_any_work(
               "--out", str(out)])  # fmt: skip
     assert exit_.value.code == 2 and not out.exists()
     assert capsys.readouterr().err.strip() == f"bench: error: {shown}"
+
+
+def test_the_frozen_spread_study_reports_the_largest_gap_and_the_identical_rows(tmp_path):
+    from bench.studies.frozen_spread import spread
+
+    base = frame(BASE).reset_index()
+    moved = base.copy()
+    moved.loc[moved["attack"] == "pgd", "value"] = 0.4003
+    base.to_csv(tmp_path / "base.csv", index=False)
+    moved.to_csv(tmp_path / "moved.csv", index=False)
+    table, largest = spread(tmp_path / "base.csv", tmp_path / "moved.csv")
+    assert largest == pytest.approx(0.0003)
+    assert table.loc[("oe", "pgd"), "identical"] == 0 and table.loc[("oe", "clean"), "identical"] == 1
+    assert int(table["rows"].sum()) == 3
