@@ -184,7 +184,7 @@ class Verdict:
 
 def read_rows(path: Path):
     """A results CSV as a DataFrame indexed by bench compare's key (BadInput when unreadable)."""
-    from bench.report import read_results_file
+    from bench.results.rows import read_results_file
 
     path = Path(path)
     if not path.is_file():
