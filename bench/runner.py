@@ -15,20 +15,16 @@ the same command resumes a killed run and redoes nothing that finished.
 
 from __future__ import annotations
 
-import platform
-import socket
-import sys
 from collections.abc import Callable
 from typing import Any
 
-from bench.backbones.files import backbone_label
 from bench.cache import DetectorCache
 from bench.determinism import configure as configure_determinism
-from bench.determinism import numerics
 from bench.execute import UnitResult
 from bench.executors import Executor, create_executor
+from bench.manifest import start_manifest
 from bench.plan import RunPlan, Unit, group_units, pending_units, prepare_dataset
-from bench.provenance import cpu_kind, now, package_versions
+from bench.provenance import now
 from bench.store import ResultStore, RunLock, StorageError
 
 
@@ -118,69 +114,10 @@ class Runner:
             ) from error
 
     def _start_manifest(self, n_units: int, n_pending: int) -> dict[str, Any]:
-        plan = self.plan
-        dataset = plan.dataset
-        manifest = self.store.read_manifest() or {
-            "run_id": plan.run_id,
-            "command": plan.spec.command,
-            "config": plan.config(),
-            "profile": {k: v for k, v in plan.profile.__dict__.items()},
-            "dataset": {
-                "name": dataset.name,
-                "origin": dataset.origin,
-                "split_version": plan.protocol.split_version(dataset),
-                "eps": dataset.eps,
-                "notes": dataset.notes,
-            },
-            "versions": package_versions(),
-            "git_sha": plan.git_sha,
-            "host": socket.gethostname(),
-            "platform": platform.platform(),
-            "cpu": cpu_kind(),
-            "device": plan.device,
-            "started": now(),
-            "finished": None,
-            "invocations": [],
-            "warnings": [],
-        }
-        manifest["finished"] = None
-        # the attacks as run (every field, e.g. a3's search_fraction) and the code hashes of this
-        # invocation; rows carry the same method_hash / attack_hash
-        manifest["attacks"] = {name: plan.attack_config(name) for name in plan.attacks}
-        manifest["invocations"].append(
-            {
-                "command": plan.spec.command or " ".join(sys.argv),
-                "executor": self.executor.name,
-                "host": socket.gethostname(),
-                "cpu": cpu_kind(),  # a resumed run may finish on another machine
-                "numerics": numerics(),  # the math libraries' pinned code paths (bench.determinism)
-                "started": now(),
-                "finished": None,
-                "units_total": n_units,
-                "units_pending": n_pending,
-                "units_rerun_stale": len(plan.stale),
-                "cells": plan.spec.cells,  # None: every cell
-                "git_sha": plan.git_sha,
-                "profile": dict(plan.profile.__dict__),  # as it ran on this data set (for_dataset)
-                # paper profile: each method's own training recipe (bench.paper_settings)
-                "method_profiles": {
-                    name: {
-                        k: v
-                        for k, v in plan.profile_for(name).__dict__.items()
-                        if plan.profile.__dict__[k] != v
-                    }
-                    for name in plan.methods
-                    if plan.profile_for(name) != plan.profile
-                },
-                "method_hashes": dict(plan.method_hashes),
-                # the pre-trained backbones per method ("embedded:..." = a stand-in, not the paper's)
-                "backbones": {name: backbone_label(method) for name, method in plan.methods.items()},
-                "attack_hashes": dict(plan.attack_hashes),
-            }
-        )
-        self.manifest = manifest
+        previous = self.store.read_manifest()
+        self.manifest = start_manifest(self.plan, previous, self.executor.name, n_units, n_pending)
         self._write_manifest()
-        return manifest
+        return self.manifest
 
 
 __all__ = ["Runner"]
