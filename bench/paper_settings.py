@@ -199,7 +199,13 @@ PAPER_SETTINGS: dict[str, PaperRecipe] = {
         not_expressed=RODEO_DIFFERENCES,
     ),
     # EOE Sec. 3.3 / App. G.2: zero-shot CLIP with OpenAI's pre-trained ViT-B/32
-    "clip": PaperRecipe({}, method={"backbones": Setting("paper", "EOE Sec. 3.3, App. G.2: CLIP ViT-B/32")}),
+    "clip": PaperRecipe(
+        {},
+        method={
+            "backbones": Setting("paper", "EOE Sec. 3.3, App. G.2: CLIP ViT-B/32"),
+            "class_template": Setting("a photo of a {}", "EOE Sec. 3.3: 'a photo of a {NORMAL_CLASS}'"),
+        },
+    ),
     # EOE App. G.1: Adam, lr 1e-3, batches of 128 normal + 128 OE; CIFAR-10 200 epochs, milestones 100, 150
     "hsc": PaperRecipe(
         {
@@ -279,7 +285,10 @@ PAPER_SETTINGS: dict[str, PaperRecipe] = {
             "batch_size": Setting(128, "EOE App. G.1/G.2: 128 normal samples per batch"),
             "oe_batch_size": Setting(128, "EOE App. G.1/G.2: 128 OE samples per batch"),
         },
-        method={"backbones": Setting("paper", "EOE Sec. 3.3, App. G.2: BCE fine-tuning of CLIP ViT-B/32")},
+        method={
+            "backbones": Setting("paper", "EOE Sec. 3.3, App. G.2: BCE fine-tuning of CLIP ViT-B/32"),
+            "class_template": Setting("a photo of a {}", "EOE Sec. 3.3: 'a photo of a {NORMAL_CLASS}'"),
+        },
     ),
 }
 
