@@ -249,8 +249,9 @@ PAPER_SETTINGS: dict[str, PaperRecipe] = {
     # The pre-trained classifier is the one msp and energy share (ATOM App. B.1's recipe, 100 epochs);
     # the fine-tuning runs finetune_fraction x 100 = 20 epochs with cosine annealing
     "greg": PaperRecipe(
-        {**ATOM_RECIPE, **ATOM_DENSENET},
-        by_dataset={"svhn": ATOM_SVHN},
+        # the pre-trained classifier is msp's and energy's, augmentation included (one cache entry)
+        {**ATOM_RECIPE, **ATOM_DENSENET, **ATOM_AUGMENT},
+        by_dataset={**NO_FLIP, "svhn": {**ATOM_SVHN, **NO_FLIP["svhn"]}},
         method={
             "finetune_fraction": Setting(0.2, "GReg Sec. 6.1: fine-tune 20 epochs (of the classifier's 100)"),
             "finetune_lr_schedule": Setting("cosine", "GReg Sec. 6.1: SGD with cosine annealing"),
