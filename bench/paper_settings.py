@@ -199,7 +199,13 @@ PAPER_SETTINGS: dict[str, PaperRecipe] = {
         not_expressed=RODEO_DIFFERENCES,
     ),
     # EOE Sec. 3.3 / App. G.2: zero-shot CLIP with OpenAI's pre-trained ViT-B/32
-    "clip": PaperRecipe({}, method={"backbones": Setting("paper", "EOE Sec. 3.3, App. G.2: CLIP ViT-B/32")}),
+    "clip": PaperRecipe(
+        {},
+        method={
+            "backbones": Setting("paper", "EOE Sec. 3.3, App. G.2: CLIP ViT-B/32"),
+            "class_template": Setting("a photo of a {}", "EOE Sec. 3.3: 'a photo of a {NORMAL_CLASS}'"),
+        },
+    ),
     # EOE App. G.1: Adam, lr 1e-3, batches of 128 normal + 128 OE; CIFAR-10 200 epochs, milestones 100, 150
     "hsc": PaperRecipe(
         {
@@ -243,8 +249,9 @@ PAPER_SETTINGS: dict[str, PaperRecipe] = {
     # The pre-trained classifier is the one msp and energy share (ATOM App. B.1's recipe, 100 epochs);
     # the fine-tuning runs finetune_fraction x 100 = 20 epochs with cosine annealing
     "greg": PaperRecipe(
-        {**ATOM_RECIPE, **ATOM_DENSENET},
-        by_dataset={"svhn": ATOM_SVHN},
+        # the pre-trained classifier is msp's and energy's, augmentation included (one cache entry)
+        {**ATOM_RECIPE, **ATOM_DENSENET, **ATOM_AUGMENT},
+        by_dataset={**NO_FLIP, "svhn": {**ATOM_SVHN, **NO_FLIP["svhn"]}},
         method={
             "finetune_fraction": Setting(0.2, "GReg Sec. 6.1: fine-tune 20 epochs (of the classifier's 100)"),
             "finetune_lr_schedule": Setting("cosine", "GReg Sec. 6.1: SGD with cosine annealing"),
@@ -279,7 +286,10 @@ PAPER_SETTINGS: dict[str, PaperRecipe] = {
             "batch_size": Setting(128, "EOE App. G.1/G.2: 128 normal samples per batch"),
             "oe_batch_size": Setting(128, "EOE App. G.1/G.2: 128 OE samples per batch"),
         },
-        method={"backbones": Setting("paper", "EOE Sec. 3.3, App. G.2: BCE fine-tuning of CLIP ViT-B/32")},
+        method={
+            "backbones": Setting("paper", "EOE Sec. 3.3, App. G.2: BCE fine-tuning of CLIP ViT-B/32"),
+            "class_template": Setting("a photo of a {}", "EOE Sec. 3.3: 'a photo of a {NORMAL_CLASS}'"),
+        },
     ),
 }
 

@@ -159,6 +159,10 @@ METHOD_ROWS = [
     ("greg", "cifar10", 32, "finetune_lr_schedule", "cosine", "GReg Sec. 6.1: cosine annealing"),
     ("greg+", "cifar10", 32, "from_scratch", True, "GReg Sec. 6.1: GReg+ from scratch"),
     ("greg+", "cifar10", 32, "lr_factor", 1.0, "GReg Sec. 6.1: lr 0.1, then 0.01"),
+    ("clip", "cifar10", 32, "backbones", "paper", "EOE Sec. 3.3: OpenAI's ViT-B/32"),
+    ("clip", "cifar10", 32, "class_template", "a photo of a {}", "EOE Sec. 3.3: 'a photo of a {class}'"),
+    ("bce-clip", "cifar10", 32, "backbones", "paper", "EOE App. G.2: OpenAI's ViT-B/32"),
+    ("rodeo", "cifar10", 32, "backbones", "paper", "RODEO Table 10: GLIDE's nearest loadable models"),
 ]
 
 
