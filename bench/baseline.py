@@ -2,7 +2,7 @@
 it on any machine (docs/ci.md).
 
 1. **Are the attacks still as strong?** ``frozen.csv`` holds every registered attack on the committed
-   ci-profile detectors (``detectors/``, seed 0, written by ``bench run --save-detectors``). CI loads the
+   ci-profile detectors (``detectors.npz``, seed 0, written by ``bench run --save-detectors``). CI loads the
    same weights (``bench run --frozen-detectors``: no training), reruns every attack and holds each row to
    the baseline's: an attacked AUROC higher by more than ``FROZEN_TOLERANCE`` is a weaker attack, a clean
    AUROC that moves by more than it an evaluation change, a ``grad_evals`` or ``queries`` below the
@@ -57,7 +57,10 @@ SEEDS = (0, 1, 2)
 SEED_ATTACKS = ("clean", "pgd")
 FROZEN_SEED = 0
 DEFAULT_BASELINE = Path("results/baseline")
-FROZEN_CSV, SEEDS_CSV, DETECTORS, PROVENANCE = "frozen.csv", "seeds.csv", "detectors", "provenance.json"
+FROZEN_CSV, SEEDS_CSV, PROVENANCE = "frozen.csv", "seeds.csv", "provenance.json"
+# The frozen detectors, one npz holding every entry's files as bytes (results/ holds data files, not a
+# folder per detector); unpacked into the work folder for --frozen-detectors.
+DETECTORS = "detectors.npz"
 
 # The same weights evaluated along other math-library code paths moved no AUROC by more than
 # FROZEN_SPREAD (docs/ci.md "How the tolerances were set"); the tolerance leaves room above it.
@@ -357,16 +360,58 @@ def _run_protocols(name: str, work: Path, seeds, attacks, extra, out: Path) -> d
     return seconds
 
 
+def pack_detectors(folder: Path, out: Path) -> int:
+    """Every file under ``folder`` (a --save-detectors folder) into one npz of uint8 arrays keyed by
+    relative path; the number of files."""
+    import numpy as np
+
+    folder = Path(folder)
+    arrays = {
+        str(path.relative_to(folder)): np.frombuffer(path.read_bytes(), dtype=np.uint8)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(Path(out), buffer.getvalue())
+    return len(arrays)
+
+
+def unpack_detectors(npz: Path, folder: Path) -> Path:
+    """The files of ``pack_detectors``' npz back under ``folder`` (no pickle; a name that would leave the
+    folder is refused); ``folder``. bench.frozen checks each entry's digests when a run loads it."""
+    import numpy as np
+
+    folder = Path(folder)
+    if not Path(npz).is_file():
+        raise BadInput(f"{npz} does not exist; accepted: a baseline folder holding {DETECTORS}")
+    with np.load(npz, allow_pickle=False) as data:
+        for name in data.files:
+            relative = Path(name)
+            if relative.is_absolute() or ".." in relative.parts:
+                raise BadInput(f"{npz} holds a file outside its folder ({name!r}); it is not unpacked")
+            target = folder / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data[name].tobytes())
+    return folder
+
+
 def run_grids(work: Path, detectors: Path, save: bool = False) -> dict[str, dict[str, float]]:
     """Both CI grids into ``work``: ``seeds.csv`` (SEEDS, SEED_ATTACKS, trained here) and ``frozen.csv``
-    (every attack on the detectors of ``detectors``; with ``save``, the seed-FROZEN_SEED detectors trained
-    here are written there instead, for a new baseline). Returns the seconds per grid and protocol."""
+    (every attack on the frozen detectors of the npz ``detectors``; with ``save``, the seed-FROZEN_SEED
+    detectors trained here are packed into it instead, for a new baseline). Returns the seconds per grid
+    and protocol."""
     work = Path(work)
+    folder = work / "detectors"
+    if not save:
+        unpack_detectors(detectors, folder)
     seconds = {"seeds": _run_protocols("seeds", work, SEEDS, SEED_ATTACKS, (), work / SEEDS_CSV)}
     option = "--save-detectors" if save else "--frozen-detectors"
     seconds["frozen"] = _run_protocols(
-        "frozen", work, (FROZEN_SEED,), (), (option, str(detectors)), work / FROZEN_CSV
+        "frozen", work, (FROZEN_SEED,), (), (option, str(folder)), work / FROZEN_CSV
     )
+    if save:
+        pack_detectors(folder, detectors)
     return seconds
 
 
@@ -375,8 +420,8 @@ def make_baseline(out: Path, work: Path) -> None:
     import shutil
 
     out = Path(out)
-    if (out / DETECTORS).exists():
-        shutil.rmtree(out / DETECTORS)
+    if (Path(work) / "detectors").exists():
+        shutil.rmtree(Path(work) / "detectors")
     seconds = run_grids(work, out / DETECTORS, save=True)
     for name in (FROZEN_CSV, SEEDS_CSV):
         atomic_write_bytes(out / name, (Path(work) / name).read_bytes())

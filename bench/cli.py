@@ -540,7 +540,7 @@ def _baseline_option(function):
         type=click.Path(path_type=Path),
         default=Path("results/baseline"),
         show_default=True,
-        help="The baseline folder (frozen.csv, seeds.csv, detectors/).",
+        help="The baseline folder (frozen.csv, seeds.csv, detectors.npz).",
     )(function)
 
 
@@ -552,8 +552,8 @@ def ci_run_command(work, baseline) -> None:
     detectors) and seeds.csv (every method trained with the baseline's seeds)."""
     from bench.baseline import DETECTORS, run_grids
 
-    if not (baseline / DETECTORS).is_dir():
-        raise BadInput(f"--baseline {str(baseline)!r} has no {DETECTORS}/; accepted: a baseline folder")
+    if not (baseline / DETECTORS).is_file():
+        raise BadInput(f"--baseline {str(baseline)!r} has no {DETECTORS}; accepted: a baseline folder")
     seconds = run_grids(work, baseline / DETECTORS)
     click.echo("seconds: " + json.dumps(seconds))
 
@@ -575,7 +575,7 @@ def ci_check_command(candidate, baseline) -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="The new baseline folder.")
 @click.option("--work", type=click.Path(path_type=Path), required=True, help="Folder for the run folders.")
 def ci_baseline_command(out, work) -> None:
-    """Regenerate a baseline: both grids on this machine, saving the seed-0 detectors into OUT/detectors."""
+    """Regenerate a baseline: both grids on this machine, packing the seed-0 detectors into OUT."""
     from bench.baseline import make_baseline
 
     make_baseline(out, work)

@@ -31,10 +31,13 @@ from bench.baseline import (
     MergeError,
     ci_methods,
     merge,
+    pack_detectors,
     run_command,
+    unpack_detectors,
 )
 from bench.cache import DetectorCache
 from bench.compare import KEY, compare
+from bench.errors import BadInput
 from bench.frozen import check_entry, entry_dir
 from bench.plan import RunSpec, expected_units, plan_run, prepare_dataset
 from bench.provenance import avx512_tier, cpu_kind, cpu_vendor, hardware_kind, isa_level
@@ -242,13 +245,15 @@ def test_committed_baseline_covers_its_grid(name, seeds, attacks):
     assert len({tuple(r[k] for k in KEY) for r in rows}) == len(rows)
 
 
-def test_every_frozen_detector_is_committed_checked_and_behind_its_rows():
-    """Each (method, protocol, cell) of frozen.csv has its entry under detectors/, whose digests check out
+def test_every_frozen_detector_is_committed_checked_and_behind_its_rows(tmp_path):
+    """Each (method, protocol, cell) of frozen.csv has its entry in detectors.npz, whose digests check out
     and whose weights are the ones the rows record (detector_digest)."""
     from bench.detector import load_detector
     from bench.digests import detector_digest
 
-    root = REPO / DEFAULT_BASELINE / DETECTORS
+    npz = REPO / DEFAULT_BASELINE / DETECTORS
+    assert npz.stat().st_size < 16 * 2**20  # a few MB in the repository
+    root = unpack_detectors(npz, tmp_path / "detectors")
     _, rows = _read(REPO / DEFAULT_BASELINE / FROZEN_CSV)
     groups = {(r["method"], r["protocol"], unit_of(r["cell"]), int(r["seed"])): r for r in rows}
     for (method, protocol, cell, seed), row in groups.items():
@@ -256,8 +261,21 @@ def test_every_frozen_detector_is_committed_checked_and_behind_its_rows():
         check_entry(entry)
         if row["status"] == "ok":
             assert detector_digest(load_detector(entry)) == row["detector_digest"], entry
-    size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-    assert size < 16 * 2**20  # a few MB in the repository
+
+
+def test_packing_round_trips_and_refuses_a_path_outside_the_folder(tmp_path):
+    import numpy as np
+
+    source = tmp_path / "source" / "digits" / "nd" / "oe" / "class0-seed0"
+    source.mkdir(parents=True)
+    (source / "detector.json").write_text('{"a": 1}')
+    assert pack_detectors(tmp_path / "source", tmp_path / "d.npz") == 1
+    back = unpack_detectors(tmp_path / "d.npz", tmp_path / "back")
+    assert (back / "digits/nd/oe/class0-seed0/detector.json").read_text() == '{"a": 1}'
+    np.savez(tmp_path / "evil.npz", **{"../escape": np.zeros(1, dtype=np.uint8)})
+    with pytest.raises(BadInput, match="outside its folder"):
+        unpack_detectors(tmp_path / "evil.npz", tmp_path / "x")
+    assert not (tmp_path / "escape").exists()
 
 
 def test_provenance_names_what_made_the_baseline():

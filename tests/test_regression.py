@@ -23,11 +23,18 @@ from bench.baseline import (
     read_rows,
     seed_statistics,
     seed_tolerance,
+    unpack_detectors,
 )
 from bench.registry import ATTACKS
 from tests.conftest import bench_env
 
 BASELINE = Path(__file__).resolve().parent.parent / DEFAULT_BASELINE
+
+
+@pytest.fixture(scope="module")
+def frozen_folder(tmp_path_factory):
+    """The committed frozen detectors, unpacked (bench ci run does the same)."""
+    return unpack_detectors(BASELINE / DETECTORS, tmp_path_factory.mktemp("frozen") / "detectors")
 
 
 def _frozen_base():
@@ -44,13 +51,13 @@ def _most_attacked(attack: str) -> tuple[str, str]:
     return drop.index[0]
 
 
-def _frozen_rerun(tmp_path, method: str, cell: str, attacks: list[str], *settings: str):
+def _frozen_rerun(tmp_path, folder, method: str, cell: str, attacks: list[str], *settings: str):
     """``bench run`` on the committed frozen detectors (a subprocess: the ci profile pins the numerics
     before torch is imported) and the baseline's rows of the same units."""
     out = tmp_path / "run"
     command = [sys.executable, "-m", "bench", "run", "--methods", method, "--protocol", "nd",
                "--profile", "ci", "--cells", cell, "--attacks", *attacks, "--device", "cpu",
-               "--out", str(out), "--frozen-detectors", str(BASELINE / DETECTORS)]  # fmt: skip
+               "--out", str(out), "--frozen-detectors", str(folder)]  # fmt: skip
     for setting in settings:
         command += ["--set", setting]
     done = subprocess.run(command, env=bench_env(tmp_path / "cache"), capture_output=True, text=True)
@@ -61,24 +68,25 @@ def _frozen_rerun(tmp_path, method: str, cell: str, attacks: list[str], *setting
     return base[chosen.to_numpy() & index["attack"].isin(attacks).to_numpy()], read_rows(out / "results.csv")
 
 
-def test_an_unchanged_attack_on_the_frozen_detectors_passes_strictly(tmp_path):
+def test_an_unchanged_attack_on_the_frozen_detectors_passes_strictly(tmp_path, frozen_folder):
     method, cell = _most_attacked("pgd")
-    base, rerun = _frozen_rerun(tmp_path, method, cell, ["clean", "pgd", "blackbox"])
+    base, rerun = _frozen_rerun(tmp_path, frozen_folder, method, cell, ["clean", "pgd", "blackbox"])
     verdict = check_frozen(base, rerun)
     assert verdict.compared == len(base) > 0 and verdict.findings == [], verdict.text()
 
 
-def test_a_pgd_weakened_to_a_quarter_step_fails(tmp_path):
+def test_a_pgd_weakened_to_a_quarter_step_fails(tmp_path, frozen_folder):
     method, cell = _most_attacked("pgd")
-    base, rerun = _frozen_rerun(tmp_path, method, cell, ["pgd"], "pgd.step_factor=0.25")
+    base, rerun = _frozen_rerun(tmp_path, frozen_folder, method, cell, ["pgd"], "pgd.step_factor=0.25")
     verdict = check_frozen(base, rerun)
     assert not verdict.ok and {f.what for f in verdict.findings if f.failure} == {"weaker attack"}
 
 
-def test_a_square_with_half_its_queries_fails(tmp_path):
+def test_a_square_with_half_its_queries_fails(tmp_path, frozen_folder):
     method, cell = _most_attacked("blackbox")
     queries = ATTACKS.get("blackbox").PROFILE_BUDGETS["ci"]["queries"]
-    base, rerun = _frozen_rerun(tmp_path, method, cell, ["blackbox"], f"blackbox.queries={queries // 2}")
+    setting = f"blackbox.queries={queries // 2}"
+    base, rerun = _frozen_rerun(tmp_path, frozen_folder, method, cell, ["blackbox"], setting)
     verdict = check_frozen(base, rerun)
     assert not verdict.ok and "queries below the baseline's" in {f.what for f in verdict.findings}
 

@@ -25,6 +25,7 @@ from bench.baseline import (
     merge,
     read_rows,
     run_command,
+    unpack_detectors,
 )
 
 
@@ -56,9 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, **variables}
     inputs = []
     started = time.monotonic()
+    folder = unpack_detectors(args.baseline / DETECTORS, args.work / "detectors")
     for protocol in CI_PROTOCOLS:
         out = args.work / protocol
-        extra = ("--frozen-detectors", str(args.baseline / DETECTORS))
+        extra = ("--frozen-detectors", str(folder))
         subprocess.run(run_command(protocol, out, (FROZEN_SEED,), (), extra), check=True, env=env)
         inputs.append(out / "results.csv")
     merge(inputs, args.work / FROZEN_CSV)
