@@ -416,7 +416,7 @@ def run_grids(work: Path, detectors: Path, save: bool = False) -> dict[str, dict
 
 
 def make_baseline(out: Path, work: Path) -> None:
-    """Regenerate the baseline folder ``out`` (frozen.csv, seeds.csv, detectors/, provenance.json)."""
+    """Regenerate the baseline folder ``out`` (frozen.csv, seeds.csv, detectors.npz, provenance.json)."""
     import shutil
 
     out = Path(out)

@@ -6,7 +6,7 @@ A run with ``--save-detectors DIR`` writes every detector it fits (or loads from
 cell leaves ``not_applicable.json`` with its reason instead. A run with ``--frozen-detectors DIR`` loads
 each unit group's detector from there and fits nothing, so every number it writes comes from the same
 weights on any machine: regression tracking reruns every attack on the committed ci-profile detectors
-(``results/baseline/detectors/``, docs/ci.md) and holds the attacked AUROC to the baseline's, whatever the
+(``results/baseline/detectors.npz``, docs/ci.md) and holds the attacked AUROC to the baseline's, whatever the
 CPU. An entry that is missing, lacks ``digests.json`` or does not match it is refused before any work
 (exit 2); a frozen entry is never deleted.
 
