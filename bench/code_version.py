@@ -43,7 +43,14 @@ from typing import Any
 from bench.files import sha256_file
 
 FOLLOWED = ("bench",)  # top-level packages whose modules are followed
-SKIPPED_FUNCTIONS = {"bench.registry": frozenset({"_load_plugins"})}
+SKIPPED_FUNCTIONS = {
+    "bench.registry": frozenset({"_load_plugins"}),
+    # planning only (a run's missing paper backbones and ImageNet folder): no fit runs through it
+    "bench.backbones.paper": frozenset({"plan_check"}),
+    # which backbone files a method loads: their digests enter the key themselves (method_dependencies),
+    # and a method with backbones imports the backbone code it runs
+    "bench.contracts": frozenset({"data_files"}),
+}
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the folder that holds bench/
 
 _specs: dict[str, ModuleSpec] = {}
