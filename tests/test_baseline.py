@@ -293,9 +293,7 @@ def test_bench_ci_check_of_the_baseline_against_itself_passes_and_a_missing_row_
     candidate.mkdir()
     for name in (FROZEN_CSV, SEEDS_CSV):
         (candidate / name).write_bytes((source / name).read_bytes())
-    with pytest.raises(SystemExit) as exit_:
-        main(["ci", "check", str(candidate), "--baseline", str(source)])
-    assert exit_.value.code == 0
+    main(["ci", "check", str(candidate), "--baseline", str(source)])  # returns: no failure
     header, rows = _read(source / FROZEN_CSV)
     _write(candidate / FROZEN_CSV, rows[1:], header)  # one row lost
     with pytest.raises(SystemExit) as exit_:

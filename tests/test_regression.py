@@ -91,24 +91,30 @@ def test_a_square_with_half_its_queries_fails(tmp_path, frozen_folder):
     assert not verdict.ok and "queries below the baseline's" in {f.what for f in verdict.findings}
 
 
-def _lowered(rows, method: str, by: float):
+def _lowered(rows, method: str, protocol: str, by: float):
     frame = rows.copy()
     index = frame.index.to_frame()
-    chosen = ((index["method"] == method) & (index["metric"] == "auroc")).to_numpy()
-    frame.loc[chosen, "value"] = frame.loc[chosen, "value"] - by
+    chosen = (index["method"] == method) & (index["protocol"] == protocol) & (index["metric"] == "auroc")
+    frame.loc[chosen.to_numpy(), "value"] = frame.loc[chosen.to_numpy(), "value"] - by
     return frame
 
 
 SEED_ROWS = read_rows(BASELINE / SEEDS_CSV) if (BASELINE / SEEDS_CSV).is_file() else pd.DataFrame()
-SEED_METHODS = sorted(set(SEED_ROWS.index.get_level_values("method"))) if len(SEED_ROWS) else []
+# the methods with ok rows on a protocol (msp and energy cannot run one-class nd cells)
+SEED_UNITS = sorted({(m, p) for m, p, *_ in seed_statistics(SEED_ROWS)}) if len(SEED_ROWS) else []
+# Where CI's seed check can see a 0.03 drop of a method's mean: the protocols whose clean tolerance is
+# below 0.03 for every method (docs/ci.md lists them; the ci detectors of osr and ood are too chaotic).
+SHARP_PROTOCOLS = ("nd",)
 
 
-@pytest.mark.parametrize("method", SEED_METHODS)
-def test_a_method_change_that_lowers_its_mean_auroc_by_003_fails(method):
+@pytest.mark.parametrize("method, protocol", [u for u in SEED_UNITS if u[1] in SHARP_PROTOCOLS])
+def test_a_method_change_that_lowers_its_mean_auroc_by_003_fails(method, protocol):
     stats = seed_statistics(SEED_ROWS)
-    widest = max(seed_tolerance(std, n, n) for (m, *_), (_, std, n) in stats.items() if m == method)
-    assert SEED_FLOOR <= widest < 0.03, f"{method}: seed tolerance {widest:.3f} cannot see a 0.03 drop"
-    verdict = check_seeds(SEED_ROWS, _lowered(SEED_ROWS, method, 0.03))
-    failing = {f.where.split()[0] for f in verdict.findings if f.failure}
-    assert not verdict.ok and failing == {f"method={method}"}
+    clean = [seed_tolerance(std, n, n) for (m, p, _, a), (_, std, n) in stats.items()
+             if (m, p, a) == (method, protocol, "clean")]  # fmt: skip
+    assert clean and SEED_FLOOR <= clean[0] < 0.03, f"{method} {protocol}: clean tolerance {clean}"
+    verdict = check_seeds(SEED_ROWS, _lowered(SEED_ROWS, method, protocol, 0.03))
+    failing = {f.where for f in verdict.findings if f.failure}
+    assert not verdict.ok and f"method={method} protocol={protocol} dataset=digits attack=clean" in failing
+    assert all(w.startswith(f"method={method} protocol={protocol} ") for w in failing)
     assert check_seeds(SEED_ROWS, SEED_ROWS).findings == []
