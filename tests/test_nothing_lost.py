@@ -295,3 +295,69 @@ def test_a_report_that_cannot_be_written_after_a_run_is_one_line_and_keeps_the_r
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "could not write the report" in err[0] and "Permission denied" in err[0]
     assert {r["status"] for r in read_rows(tmp_path / "run")} == {"ok"}
+
+
+# ---- 11. what a published site leaks ------------------------------------------------------------------
+
+
+def _leaky_run(folder):
+    from .test_report_fuzz import COLUMNS, csv_text, good_rows
+
+    rows = good_rows()
+    rows[0]["reason"] = '=HYPERLINK("http://evil.example","click")'
+    rows[1]["method"] = "@SUM(A1)"
+    folder.mkdir(parents=True)
+    (folder / "results.csv").write_text(csv_text(rows, COLUMNS))
+    manifest = {
+        "run_id": "run",
+        "command": "bench run --out /home/alice/secret-project/run",
+        "host": "alice-laptop.corp.example",
+        "platform": "Linux-6.1-secret-kernel-x86_64",
+        "config": {"methods": {"m0": {"lam": 1}}, "frozen_detectors": "/home/alice/secret-project/det"},
+        "invocations": [{"command": "bench run ...", "host": "alice-laptop.corp.example"}],
+        "warnings": ["corrupt cache entry /home/alice/.cache/bench/detectors/abc (x): deleted"],
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_site_publishes_no_host_no_command_no_absolute_path_and_no_formula(tmp_path, monkeypatch):
+    run = tmp_path / "deep" / "inputs" / "run"
+    _leaky_run(run)
+    monkeypatch.chdir(tmp_path)
+    main(["report", str(run), "--out", "site", "--no-plots", "--published", str(tmp_path)])
+    text = "\n".join(p.read_text(errors="replace") for p in (tmp_path / "site").rglob("*") if p.is_file())
+    for secret in ("alice-laptop", "secret-kernel", "/home/alice", "bench run --out", str(tmp_path)):
+        assert secret not in text, secret
+    with (tmp_path / "site" / "results.csv").open(newline="") as handle:
+        published = list(csv.DictReader(handle))
+    assert published[0]["reason"] == "'" + '=HYPERLINK("http://evil.example","click")'
+    assert published[1]["method"] == "'@SUM(A1)"
+    assert not [r for r in published if r["value"].startswith("'")]  # numbers stay numbers
+    main(["report", str(run), "--out", "site", "--no-plots", "--published", str(tmp_path), "--include-host"])
+    text = "\n".join(p.read_text(errors="replace") for p in (tmp_path / "site").rglob("*") if p.is_file())
+    assert "alice-laptop" in text and str(run) in text
+
+
+# ---- 10. the sha256 of hand-placed data --------------------------------------------------------------
+
+
+def test_the_manifest_records_the_sha256_of_hand_placed_data(tmp_path, monkeypatch):
+    """Two copies of the 300K Random Images file that pass the dtype and shape checks give two digests."""
+    import hashlib
+
+    import numpy as np
+
+    from bench.manifest import invocation
+    from bench.plan import RunSpec, plan_run
+
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path / "data"))
+    path = tmp_path / "data" / "300K_random_images.npy"
+    path.parent.mkdir()
+    spec = RunSpec(methods=["oe"], protocol="nd", profile="ci", oe="300k-random-images", out=tmp_path / "run")
+    recorded = []
+    for fill in (0, 1):
+        np.save(path, np.full((50, 32, 32, 3), fill, dtype=np.uint8))
+        record = invocation(plan_run(spec), "local", 0, 0)["data_sha256"]
+        assert record == {"300K_random_images.npy": hashlib.sha256(path.read_bytes()).hexdigest()}
+        recorded.append(record)
+    assert recorded[0] != recorded[1]
