@@ -189,9 +189,9 @@ def sweep(examples: int) -> list[tuple[Case, str | None]]:
 
 # what the review found (each a traceback before the fix)
 DIRECTED = [
-    Case(
+    Case(  # the current folder holds an earlier site: rebuilding it in place would rename the cwd
         ["report", "run", "--out", ".", "--no-plots"],
-        {"run/results.csv": csv_text(good_rows(), COLUMNS).encode()},
+        {"run/results.csv": csv_text(good_rows(), COLUMNS).encode(), ".bench-site": b"an earlier site\n"},
     ),
     Case(["report", "run", "--out", "site"], {"run/results.csv": b"", "run/manifest.json": b"[1, 2]"}),
     Case(["compare", "a.csv", "b.csv"], {"a.csv": b"\xff\xfe\x00garbage", "b.csv": b"method\n=1+1\n"}),
