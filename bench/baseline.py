@@ -21,7 +21,7 @@ CPU kind that reproduced it.
 
     bench ci run --work W                 # both grids on this machine: W/frozen.csv, W/seeds.csv
     bench ci check W                      # against results/baseline/; exit 1 on a failure
-    bench ci baseline --out results/baseline --work W   # regenerate it (a deliberate commit)
+    bench ci baseline --out results/baseline --replace --work W   # regenerate it (a deliberate commit)
 """
 
 from __future__ import annotations
