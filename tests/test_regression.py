@@ -102,17 +102,31 @@ def _lowered(rows, method: str, protocol: str, by: float):
 SEED_ROWS = read_rows(BASELINE / SEEDS_CSV) if (BASELINE / SEEDS_CSV).is_file() else pd.DataFrame()
 # the methods with ok rows on a protocol (msp and energy cannot run one-class nd cells)
 SEED_UNITS = sorted({(m, p) for m, p, *_ in seed_statistics(SEED_ROWS)}) if len(SEED_ROWS) else []
-# Where CI's seed check can see a 0.03 drop of a method's mean: the protocols whose clean tolerance is
-# below 0.03 for every method (docs/ci.md lists them; the ci detectors of osr and ood are too chaotic).
-SHARP_PROTOCOLS = ("nd",)
 
 
-@pytest.mark.parametrize("method, protocol", [u for u in SEED_UNITS if u[1] in SHARP_PROTOCOLS])
+def clean_tolerances() -> dict[tuple[str, str], float]:
+    """The seed check's clean-AUROC tolerance per (method, protocol) of the committed baseline."""
+    stats = seed_statistics(SEED_ROWS) if len(SEED_ROWS) else {}
+    return {(m, p): seed_tolerance(std, n, n) for (m, p, _, a), (_, std, n) in stats.items() if a == "clean"}
+
+
+# Where CI's seed check can see a 0.03 drop of a method's mean: every (method, protocol) whose clean
+# tolerance is below 0.03 (docs/ci.md has the table). Every method on nd and five on ood; on osr (one split)
+# and for the rest of ood the three seeds spread too far (docs/ci.md, "Seeds").
+SHARP = sorted(unit for unit, tolerance in clean_tolerances().items() if tolerance < 0.03)
+
+
+def test_the_seed_check_is_sharp_on_every_nd_method_and_the_stable_ood_ones():
+    """A baseline regenerated with wider spreads must not quietly shrink what the 0.03 test covers."""
+    sharp = set(SHARP)
+    assert {(m, p) for m, p in SEED_UNITS if p == "nd"} <= sharp
+    assert {(m, "ood") for m in ("aloe", "aoe", "atom", "hsc", "oe")} <= sharp
+
+
+@pytest.mark.parametrize("method, protocol", SHARP)
 def test_a_method_change_that_lowers_its_mean_auroc_by_003_fails(method, protocol):
-    stats = seed_statistics(SEED_ROWS)
-    clean = [seed_tolerance(std, n, n) for (m, p, _, a), (_, std, n) in stats.items()
-             if (m, p, a) == (method, protocol, "clean")]  # fmt: skip
-    assert clean and SEED_FLOOR <= clean[0] < 0.03, f"{method} {protocol}: clean tolerance {clean}"
+    tolerance = clean_tolerances()[method, protocol]
+    assert SEED_FLOOR <= tolerance < 0.03, f"{method} {protocol}: clean tolerance {tolerance}"
     verdict = check_seeds(SEED_ROWS, _lowered(SEED_ROWS, method, protocol, 0.03))
     failing = {f.where for f in verdict.findings if f.failure}
     assert not verdict.ok and f"method={method} protocol={protocol} dataset=digits attack=clean" in failing
