@@ -24,8 +24,9 @@ The thresholds and why (each is a module constant below, so a test and the docs 
   over the clean point and every point they evaluated, so this cannot happen with a deterministic score
   whose objective ranks as the score does; 0.001 is the CI's frozen tolerance (float rounding of a
   re-evaluation in another batch).
-- ``budget``: spent gradient evaluations or queries per image below 0.95 of the plan. The row's budget
-  then overstates the attack; a3 spends 99.9-100% of its average budget (the reference grids).
+- ``budget``: spent gradient evaluations per image (queries for a query-only attack) below 0.95 of the
+  plan. The row's budget then overstates the attack; a3 spends 99.9-100% of its average budget (the
+  reference grids).
 - ``shortcut`` (RODEO): AUROC of the detector on held-out inliers against the same inliers after a round
   trip through its generator, trips above 0.7. A detector that learned the generator's artifacts rather
   than the inliers calls its own inliers outliers after the round trip; a shortcut-free one cannot tell
@@ -130,9 +131,13 @@ def above_clean(difference: float | None) -> Check:
 
 
 def budget_ratio(spent: tuple[float, float], planned: tuple[float, float]) -> float | None:
-    """The smallest spent / planned ratio over (grad_evals, queries) per image; None with no plan."""
-    ratios = [s / p for s, p in zip(spent, planned, strict=True) if p > 0]
-    return min(ratios) if ratios else None
+    """Spent / planned per image of the attack's main resource, from (grad_evals, queries): gradient
+    evaluations where the plan has any (a3's planned queries are a bound it need not reach: its only
+    forward-only query is the clean point), else queries (Square, SimBA); None with no plan (clean)."""
+    (spent_grad, spent_queries), (planned_grad, planned_queries) = spent, planned
+    if planned_grad > 0:
+        return spent_grad / planned_grad
+    return spent_queries / planned_queries if planned_queries > 0 else None
 
 
 def budget(ratio: float | None) -> Check:

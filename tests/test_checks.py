@@ -94,7 +94,8 @@ def test_the_pure_checks_on_known_values():
     assert checks.zero_gradient_share(gradients) == pytest.approx(0.75)  # two zero, one NaN
     assert checks.masking({"pgd": 0.60, "aa": 0.55, "blackbox": 0.50}).value == pytest.approx(0.05)
     assert checks.masking({"pgd": 0.6}) is None
-    assert checks.budget_ratio((99.9, 1), (100, 1)) == pytest.approx(0.999)
+    assert checks.budget_ratio((99.9, 1), (100, 14)) == pytest.approx(0.999)  # a3: gradient evaluations
+    assert checks.budget_ratio((0, 150), (0, 301)) == pytest.approx(150 / 301)  # a query-only attack
     assert checks.budget_ratio((0, 0), (0, 0)) is None
     assert checks.budget(0.5).tripped and not checks.budget(0.999).tripped
     assert checks.above_clean(0.01).tripped and not checks.above_clean(0.0).tripped
