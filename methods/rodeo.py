@@ -80,9 +80,7 @@ TRAINING_FIELDS = (
 )  # fields that do not change the exposure
 ROUND_TRIPS = ("resolution", "generator")
 # The compensation with the embedded backbones: (share of inliers per batch, round trip kind), chosen on
-# validation splits by the shortcut probe and the held-out glyph criterion (docs/design.md, "RODEO"; digits
-# nd classes 0-3, quick, seed 0): probe 89.2 (paper, 0) / 70.2 (0.5 resolution) / 62.5 (0.5 generator),
-# held-out glyphs clean / PGD 94.0 / 81.9, 91.0 / 78.8, 91.2 / 79.6. Not in the paper (Sec. 4 has none).
+# validation splits by the shortcut probe and the held-out glyph criterion (docs/design.md, "RODEO").
 EMBEDDED_ROUND_TRIP = (0.5, "generator")
 PROBE_INLIERS = 200  # at most this many held-out inliers in the shortcut probe
 
