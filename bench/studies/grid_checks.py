@@ -23,7 +23,7 @@ from bench import checks
 from bench.config import get_profile
 from bench.errors import BadInput
 from bench.registry import ATTACKS
-from bench.results.rows import load_results
+from bench.results.rows import load_results, read_results_file
 
 
 def planned(attack: str, profile: str, settings: dict) -> tuple[float, float] | None:
@@ -36,7 +36,7 @@ def planned(attack: str, profile: str, settings: dict) -> tuple[float, float] | 
 
 def folder_checks(run_dir: Path) -> list[tuple[tuple, checks.Check]]:
     """((method, cell, seed, attack), Check) for every check measurable from ``run_dir``."""
-    df = load_results(run_dir)
+    df = read_results_file(run_dir) if run_dir.is_file() else load_results(run_dir)
     manifest_path = run_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     settings = manifest.get("attacks") or {}
@@ -75,11 +75,13 @@ def folder_checks(run_dir: Path) -> list[tuple[tuple, checks.Check]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench study grid-checks", description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="run folders (results.csv, scores/, manifest)")
+    parser.add_argument(
+        "runs", nargs="+", type=Path, help="run folders (results.csv, scores/) or results CSVs"
+    )
     args = parser.parse_args(argv)
     for run_dir in args.runs:
-        if not (run_dir / "results.csv").is_file():
-            raise BadInput(f"{run_dir} has no results.csv; accepted: run folders")
+        if not (run_dir / "results.csv").is_file() and not (run_dir.is_file() and run_dir.suffix == ".csv"):
+            raise BadInput(f"{run_dir} is neither a results CSV nor a folder with results.csv")
     for run_dir in args.runs:
         found = folder_checks(run_dir)
         measured = sorted({c.name for _, c in found})
