@@ -5,6 +5,8 @@ trips none. The attacks run through the same function as a unit of ``bench run``
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -182,3 +184,30 @@ def test_a_healthy_trained_detector_trips_no_check(digits):
     found = run_checks(detector, evalset)
     assert tripped(found) == set(), {a: [c.describe() for c in named.values()] for a, named in found.items()}
     assert not checks.shortcut(probe(detector, held_out)).tripped
+
+
+def test_compare_reports_a_newly_tripped_check_as_a_change_not_a_failure(tmp_path):
+    import csv
+
+    from bench.compare import compare, format_text
+    from bench.store import COLUMNS, PRE_WARNINGS_COLUMNS
+
+    def write(name: str, warnings: str | None) -> Path:
+        path = tmp_path / name
+        columns = COLUMNS if warnings is not None else PRE_WARNINGS_COLUMNS
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            row = dict.fromkeys(columns, "")
+            row.update(method="oe", protocol="nd", dataset="digits", cell="class0", seed=0, attack="pgd")
+            row.update(metric="auroc", value=0.8, status="ok", run_id="r")
+            if warnings is not None:
+                row["warnings"] = warnings
+            writer.writerow(row)
+        return path
+
+    baseline = write("baseline.csv", None)  # a file from before the column: no warnings
+    result = compare(baseline, write("candidate.csv", "saturation;masking"))
+    assert result.ok and [c.checks for c in result.new_warnings] == [["saturation", "masking"]]
+    assert "check newly tripped: method=oe" in format_text(result)
+    assert compare(write("same.csv", "saturation"), write("again.csv", "saturation")).new_warnings == []
