@@ -26,7 +26,7 @@ The thresholds and why (each is a module constant below, so a test and the docs 
   re-evaluation in another batch).
 - ``budget``: spent gradient evaluations per image (queries for a query-only attack) below 0.95 of the
   plan. The row's budget then overstates the attack; a3 spends 99.9-100% of its average budget (the
-  reference grids).
+  reference grids). Not applied to SimBA, whose plan is a bound (``BOUNDED_ATTACKS``).
 - ``shortcut`` (RODEO): AUROC of the detector on held-out inliers against the same inliers after a round
   trip through its generator, trips above 0.7. A detector that learned the generator's artifacts rather
   than the inliers calls its own inliers outliers after the round trip; a shortcut-free one cannot tell
@@ -72,6 +72,10 @@ KEEP_RATE_MIN = 0.03
 
 GRADIENT_ATTACKS = ("pgd", "aa", "a3")
 BLACK_BOX_ATTACKS = ("blackbox", "simba")
+# attacks whose planned budget is a bound they stop short of by design, not a plan: SimBA visits each pixel
+# once and queries the second direction only where the first did not rise (at most 2 per pixel, spent
+# 0.37 of 2 x 64 on digits), so the budget check does not apply to them
+BOUNDED_ATTACKS = ("simba",)
 
 
 @dataclass(frozen=True)
@@ -140,8 +144,9 @@ def budget_ratio(spent: tuple[float, float], planned: tuple[float, float]) -> fl
     return spent_queries / planned_queries if planned_queries > 0 else None
 
 
-def budget(ratio: float | None) -> Check:
-    return Check("budget", ratio, BUDGET_MIN_RATIO, "below")
+def budget(ratio: float | None, attack: str = "") -> Check:
+    """The budget check; not measurable (None) for an attack whose plan is only a bound."""
+    return Check("budget", None if attack in BOUNDED_ATTACKS else ratio, BUDGET_MIN_RATIO, "below")
 
 
 def masking(aurocs: dict[str, float]) -> Check | None:

@@ -379,7 +379,8 @@ def unit_checks(name: str, attack: Attack, state: GroupState, results, saturated
         validity.saturation(max(saturated, default=0.0)),
         validity.above_clean(max(above, default=0.0) if name != "clean" else None),
         validity.budget(
-            validity.budget_ratio((spent.grad_evals, spent.queries), (planned.grad_evals, planned.queries))
+            validity.budget_ratio((spent.grad_evals, spent.queries), (planned.grad_evals, planned.queries)),
+            name,
         ),
     ]
     if name in validity.BLACK_BOX_ATTACKS:

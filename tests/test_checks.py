@@ -100,6 +100,7 @@ def test_the_pure_checks_on_known_values():
     assert checks.budget_ratio((0, 150), (0, 301)) == pytest.approx(150 / 301)  # a query-only attack
     assert checks.budget_ratio((0, 0), (0, 0)) is None
     assert checks.budget(0.5).tripped and not checks.budget(0.999).tripped
+    assert not checks.budget(0.37, "simba").tripped  # SimBA's plan is a bound (2 queries per pixel)
     assert checks.above_clean(0.01).tripped and not checks.above_clean(0.0).tripped
     assert not checks.shortcut(None).tripped and checks.shortcut(0.9).tripped
     assert checks.tripped_names([checks.saturation(0.5), checks.budget(1.0), checks.shortcut(0.95)]) == (

@@ -58,7 +58,7 @@ def folder_checks(run_dir: Path) -> list[tuple[tuple, checks.Check]]:
             plan = planned(row.attack, row.profile, settings.get(row.attack) or {})
             if plan is not None and row.attack != "clean":
                 ratio = checks.budget_ratio((float(row.grad_evals), float(row.queries)), plan)
-                found.append((key, checks.budget(ratio)))
+                found.append((key, checks.budget(ratio, row.attack)))
             if row.attack in checks.BLACK_BOX_ATTACKS:
                 masking = checks.masking(aurocs)
                 if masking is not None:
