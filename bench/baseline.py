@@ -21,7 +21,7 @@ CPU kind that reproduced it.
 
     bench ci run --work W                 # both grids on this machine: W/frozen.csv, W/seeds.csv
     bench ci check W                      # against results/baseline/; exit 1 on a failure
-    bench ci baseline --out results/baseline --work W   # regenerate it (a deliberate commit)
+    bench ci baseline --out results/baseline --replace --work W   # regenerate it (a deliberate commit)
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ FROZEN_CSV, SEEDS_CSV, PROVENANCE = "frozen.csv", "seeds.csv", "provenance.json"
 # The frozen detectors, one npz holding every entry's files as bytes (results/ holds data files, not a
 # folder per detector); unpacked into the work folder for --frozen-detectors.
 DETECTORS = "detectors.npz"
+BASELINE_FILES = (FROZEN_CSV, SEEDS_CSV, DETECTORS, PROVENANCE)  # what `bench ci baseline` writes
 
 # The same weights evaluated along the CPU's own code paths instead of the pinned ones moved 15 of 396
 # AUROC rows, by at most 0.000152 (SimBA; bench study frozen-spread, docs/ci.md "How the tolerances were

@@ -6,8 +6,11 @@ a new attack on a finished run retrains nothing and a code change retrains what 
 
 Every entry is published whole (written into a temporary folder, then renamed into place), so a reader on
 another process or node never sees half of one, and carries ``digests.json``, the sha256 of each of its
-files. An entry that fails its check (a truncated safetensors file, a JSON whose recorded key or digest
-does not match its content) is never loaded: it is deleted with a warning and the caller rebuilds it.
+files. An entry that fails its check (no ``digests.json``, a file that does not match it, a truncated
+safetensors file, a JSON whose recorded key does not match its content, weights whose digest is not the
+one the run's rows record) is never loaded: it is deleted with a warning and the caller rebuilds it. Any
+other failure (building the detector, moving it to the device) leaves the entry alone and passes through.
+A save that fails (an unwritable or full cache) is a warning: the detector in hand is used all the same.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from bench.detector import Detector, load_detector
+from bench.detector import DETECTOR_CLASSES, Detector
+from bench.digests import detector_digest
 
 
 def default_cache_dir() -> Path:
@@ -65,21 +70,42 @@ def file_digests(directory: Path) -> dict[str, str]:
 
 
 def check_digests(directory: Path) -> None:
-    """Raise CorruptEntry when ``digests.json`` lists a file that is missing or has another sha256
-    (entries written before digests existed are checked by loading them only)."""
+    """Raise CorruptEntry unless ``digests.json`` lists exactly the entry's files, each with its sha256 (an
+    entry without digests, e.g. one whose ``digests.json`` was deleted, is not trusted)."""
     path = directory / DIGESTS
     if not path.exists():
-        return
+        raise CorruptEntry(f"no {DIGESTS}: an entry without digests is not trusted")
     try:
         expected = json.loads(path.read_text())
     except ValueError as error:
         raise CorruptEntry(f"unreadable {DIGESTS}: {error}") from None
+    if not isinstance(expected, dict):
+        raise CorruptEntry(f"{DIGESTS} is not a JSON object")
     actual = file_digests(directory)
-    for name, digest in expected.items():
+    for name in sorted(set(expected) | set(actual)):
         if name not in actual:
             raise CorruptEntry(f"{name} is missing")
-        if actual[name] != digest:
+        if actual[name] != expected.get(name):
             raise CorruptEntry(f"{name} does not match its sha256 in {DIGESTS}")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; CorruptEntry when it cannot be parsed or is not an object."""
+    try:
+        record = json.loads(path.read_text())
+    except ValueError as error:
+        raise CorruptEntry(f"unreadable {path.name}: {error}") from None
+    if not isinstance(record, dict):
+        raise CorruptEntry(f"{path.name} is not a JSON object")
+    return record
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, on the CPU; CorruptEntry when it cannot be read."""
+    try:
+        return load_file(str(path))
+    except SafetensorError as error:
+        raise CorruptEntry(f"unreadable {path.name}: {error}") from None
 
 
 def publish_entry(target: Path, write, replace: bool = False) -> None:
@@ -109,13 +135,15 @@ def publish_entry(target: Path, write, replace: bool = False) -> None:
 class DetectorCache:
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root is not None else default_cache_dir()
-        self.recovered: list[str] = []  # one line per corrupt entry deleted (for the run's manifest)
+        self.recovered: list[str] = []  # one line per corrupt entry deleted or failed save (for the manifest)
+
+    def _note(self, message: str) -> None:
+        self.recovered.append(message)
+        warnings.warn(message, stacklevel=3)
 
     def _discard(self, directory: Path, reason: str) -> None:
         """Delete a corrupt entry (moved aside first, so no reader sees it half-deleted) and warn."""
-        message = f"corrupt cache entry {directory} ({reason}): deleted, rebuilding it"
-        self.recovered.append(message)
-        warnings.warn(message, stacklevel=3)
+        self._note(f"corrupt cache entry {directory} ({reason}): deleted, rebuilding it")
         aside = directory.with_name(f".corrupt-{directory.name}-{os.getpid()}")
         try:
             directory.rename(aside)
@@ -125,7 +153,8 @@ class DetectorCache:
 
     def _load_checked(self, directory: Path, load):
         """``load(directory)`` after the entry's digests check out; None, with the entry deleted, when
-        they do not or loading fails."""
+        they do not or ``load`` finds it corrupt (CorruptEntry). Other errors pass through and leave the
+        entry alone: they say nothing about its files."""
         try:
             check_digests(directory)
             return load(directory)
@@ -133,32 +162,57 @@ class DetectorCache:
             if not directory.exists():
                 return None  # deleted meanwhile by another process
             self._discard(directory, "a file is missing")
-        except Exception as error:  # noqa: BLE001 - any failure to read an entry means: rebuild it
-            self._discard(
-                directory, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-            )
+        except CorruptEntry as error:
+            self._discard(directory, str(error).splitlines()[0] if str(error) else "CorruptEntry")
         return None
+
+    def _save(self, directory: Path, write) -> None:
+        """Publish an entry; a failure to write (unwritable or full cache) is a warning, not an error."""
+        if directory.exists():
+            return
+        try:
+            publish_entry(directory, write)
+        except OSError as error:
+            self._note(f"could not save cache entry {directory} ({error.strerror or error}); continuing")
 
     def detector_dir(self, key: str) -> Path:
         return self.root / "detectors" / key
 
-    def load_detector(self, key: str, device: str = "cpu") -> Detector | None:
+    def load_detector(self, key: str, device: str = "cpu", expected_digest: str = "") -> Detector | None:
+        """The cached detector of ``key`` on ``device``, or None. Read and checked on the CPU; built and
+        moved to ``device`` outside the check, so a failure there (no GPU, out of memory) deletes nothing.
+        ``expected_digest`` (the ``detector_digest`` of the run's rows) refuses an entry with other
+        weights."""
         directory = self.detector_dir(key)
         if not directory.exists():
             return None
 
-        def load(entry: Path) -> Detector:
-            detector = load_detector(entry, device)
-            if detector.meta.get("cache_key", key) != key:
-                raise CorruptEntry(f"its detector.json records key {detector.meta['cache_key']!r}")
-            return detector
+        def read(entry: Path):
+            record = read_json(entry / "detector.json")
+            meta = record.get("meta") if isinstance(record.get("meta"), dict) else {}
+            if meta.get("cache_key", key) != key:
+                raise CorruptEntry(f"its detector.json records key {meta['cache_key']!r}")
+            return record, read_tensors(entry / "detector.safetensors")
 
-        return self._load_checked(directory, load)
+        found = self._load_checked(directory, read)
+        if found is None:
+            return None
+        record, state = found
+        import bench.methods  # noqa: F401  (registers the detector classes)
+
+        detector = DETECTOR_CLASSES[record["class"]].from_config(record["config"])
+        detector.load_state_dict(state)
+        detector.meta = record.get("meta", {})
+        digest = detector_digest(detector)
+        if expected_digest and digest != expected_digest:
+            self._discard(
+                directory, f"its weights' digest {digest} is not {expected_digest} of the run's rows"
+            )
+            return None
+        return detector.to(device).eval()
 
     def save_detector(self, key: str, detector: Detector) -> None:
-        directory = self.detector_dir(key)
-        if not directory.exists():
-            publish_entry(directory, detector.save)
+        self._save(self.detector_dir(key), detector.save)
 
     def load_weights(self, payload: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict] | None:
         hit = self.load_tensors("networks", payload)
@@ -177,11 +231,11 @@ class DetectorCache:
             return None
 
         def load(entry: Path):
-            meta = json.loads((entry / "meta.json").read_text())
+            meta = read_json(entry / "meta.json")
             recorded = payload_hash(meta["payload"]) if "payload" in meta else entry.name
             if recorded != entry.name:
                 raise CorruptEntry(f"its meta.json payload hashes to {recorded}")
-            return load_file(str(entry / "weights.safetensors")), meta
+            return read_tensors(entry / "weights.safetensors"), meta
 
         return self._load_checked(directory, load)
 
@@ -190,8 +244,6 @@ class DetectorCache:
     ) -> None:
         """Publish tensors and JSON metadata atomically under ``kind``/hash(payload) (first writer wins)."""
         directory = self.root / kind / payload_hash(payload)
-        if directory.exists():
-            return
 
         def write(staging: Path) -> None:
             arrays = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
@@ -199,4 +251,4 @@ class DetectorCache:
             record = {"payload": payload, **meta}
             (staging / "meta.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
 
-        publish_entry(directory, write)
+        self._save(directory, write)

@@ -266,6 +266,7 @@ def execute(plan) -> None:
     from bench.results.rows import load_results
     from bench.results.stats import summary_table
     from bench.runner import Runner
+    from bench.store import StorageError
 
     console = Console()
     started = time.perf_counter()
@@ -287,7 +288,13 @@ def execute(plan) -> None:
     pending = manifest["invocations"][-1]["units_pending"]
     report_path = plan.run_dir / "report.html"
     if pending or not report_path.exists():
-        write_report(plan.run_dir)
+        try:
+            write_report(plan.run_dir)
+        except OSError as error:
+            raise StorageError(
+                f"could not write the report of {plan.run_dir} ({error.strerror or error}); the results are "
+                f"kept in results.csv: python -m bench.report {plan.run_dir} writes it once that is fixed"
+            ) from error
     frame = load_results(plan.run_dir)
     print_summary(console, summary_table(frame, metric="auroc"), plan)
     errors = manifest["invocations"][-1].get("units_error", 0)
@@ -466,7 +473,12 @@ def data_verify_command(names) -> None:
     help="Folder of published-number CSVs (default: results/published when it exists).",
 )
 @click.option("--no-plots", is_flag=True, help="Skip the plots (tables only; much faster).")
-def report_command(runs, out, published, no_plots) -> None:
+@click.option(
+    "--include-host",
+    is_flag=True,
+    help="Publish the inputs' full paths and the manifests' hosts, platforms and command lines.",
+)
+def report_command(runs, out, published, no_plots, include_host) -> None:
     """Build the static leaderboard site from run folders (or results CSV files) into --out."""
     from bench.site import build_site
 
@@ -475,7 +487,15 @@ def report_command(runs, out, published, no_plots) -> None:
     elif published is not None and not published.is_dir():
         raise BadInput(f"--published {published} is not a folder; accepted: a folder of CSV files")
     started = time.perf_counter()
-    result = build_site(list(runs), out, published_dir=published, plots=not no_plots)
+    try:
+        result = build_site(
+            list(runs), out, published_dir=published, plots=not no_plots, include_host=include_host
+        )
+    except OSError as error:  # an --out that cannot be written (name too long, read-only, disk full)
+        raise BadInput(
+            f"--out {str(out)[:80]} cannot be written ({error.strerror or type(error).__name__}); "
+            "accepted: a folder under a writable folder"
+        ) from None
     click.echo(
         f"site: {len(result.pages)} pages, {result.files} files, {result.bytes / 1e6:.1f} MB in "
         f"{time.perf_counter() - started:.1f} s; open {result.out / 'index.html'}"
@@ -574,10 +594,18 @@ def ci_check_command(candidate, baseline) -> None:
 @ci_group.command("baseline")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="The new baseline folder.")
 @click.option("--work", type=click.Path(path_type=Path), required=True, help="Folder for the run folders.")
-def ci_baseline_command(out, work) -> None:
-    """Regenerate a baseline: both grids on this machine, packing the seed-0 detectors into OUT."""
-    from bench.baseline import make_baseline
+@click.option("--replace", is_flag=True, help="Overwrite the baseline files already in --out.")
+def ci_baseline_command(out, work, replace) -> None:
+    """Regenerate a baseline: both grids on this machine, packing the seed-0 detectors into OUT (a folder
+    that holds a baseline is refused unless --replace)."""
+    from bench.baseline import BASELINE_FILES, make_baseline
 
+    present = [name for name in BASELINE_FILES if (out / name).exists()]
+    if present and not replace:
+        raise BadInput(
+            f"--out {str(out)!r} holds a baseline ({', '.join(present)}); accepted: a new folder, or "
+            "--replace to overwrite it"
+        )
     make_baseline(out, work)
     click.echo(f"baseline written to {out}")
 

@@ -107,7 +107,7 @@ def _execute(
 ) -> Iterator[UnitResult]:
     cell = cell if cell is not None else build_cell(plan, group.cell, group.seed)
     recovered_before = len(cache.recovered)
-    detector, reason, fit_seconds = fit_detector(plan, group.method, cell, cache, log)
+    detector, reason, fit_seconds = fit_detector(plan, group.method, cell, cache, log, finished_digest(group))
     digest = detector_digest(detector) if detector is not None else ""
     units, redo, mixed = units_to_run(plan, group, digest)
     todo[:] = units
@@ -191,6 +191,12 @@ def clean_gradient_share(detector: Detector, images: torch.Tensor, batch_size: i
     return dead / len(images)
 
 
+def finished_digest(group: UnitGroup) -> str:
+    """The ``detector_digest`` of the group's finished rows when they name one detector, else ""."""
+    digests = {digest for _, digest in group.finished if digest}
+    return digests.pop() if len(digests) == 1 else ""
+
+
 def units_to_run(plan: RunPlan, group: UnitGroup, digest: str) -> tuple[list[Unit], set[str], str]:
     """(the units to compute, the finished attacks among them, the manifest warning when there are any).
     The group's pending units, and, when the detector in hand is not the one behind the group's finished
@@ -212,9 +218,15 @@ def units_to_run(plan: RunPlan, group: UnitGroup, digest: str) -> tuple[list[Uni
 
 
 def fit_detector(
-    plan: RunPlan, method_name: str, cell: Cell, cache: DetectorCache, log: Log = None
+    plan: RunPlan,
+    method_name: str,
+    cell: Cell,
+    cache: DetectorCache,
+    log: Log = None,
+    expected_digest: str = "",
 ) -> tuple[Detector | None, str, float]:
-    """(detector or None, reason if not applicable, fit seconds)."""
+    """(detector or None, reason if not applicable, fit seconds). ``expected_digest``: the digest of the
+    group's finished rows; a cache entry with other weights is refused and the detector fitted again."""
     method = plan.methods[method_name]
     if plan.spec.protocol not in method.protocols:
         return None, f"{method_name} does not support protocol {plan.spec.protocol}", 0.0
@@ -230,7 +242,7 @@ def fit_detector(
         return found, "", float(trained) if trained is not None else 0.0
     started = time.perf_counter()
     try:
-        detector = load_or_fit(method_name, method, task, cache, plan.device, log)
+        detector = load_or_fit(method_name, method, task, cache, plan.device, log, expected_digest)
     except NotApplicable as reason:
         if plan.spec.save_detectors is not None:
             frozen.save(entry, str(reason))
@@ -243,13 +255,20 @@ def fit_detector(
 
 
 def load_or_fit(
-    method_name: str, method: Method, task: TrainTask, cache: DetectorCache, device: str, log: Log = None
+    method_name: str,
+    method: Method,
+    task: TrainTask,
+    cache: DetectorCache,
+    device: str,
+    log: Log = None,
+    expected_digest: str = "",
 ) -> Detector:
-    """The detector of ``method`` on ``task``: from the cache, or fitted on ``device`` and cached with its
-    method, hyperparameters and cache key in ``meta`` (the one way a detector is made, for ``bench run``
-    and the studies alike). ``NotApplicable`` from the fit passes through."""
+    """The detector of ``method`` on ``task``: from the cache (when its weights have ``expected_digest``,
+    if given), or fitted on ``device`` and cached with its method, hyperparameters and cache key in
+    ``meta`` (the one way a detector is made, for ``bench run`` and the studies alike; a failed save is a
+    warning). ``NotApplicable`` from the fit passes through."""
     key = detector_key(method_name, method, task)
-    detector = cache.load_detector(key, device)
+    detector = cache.load_detector(key, device, expected_digest)
     if detector is None:
         detector = method.fit(task, RunContext(device=device, cache=cache, log=log))
         detector.meta.update(

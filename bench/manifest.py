@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from bench.backbones.files import backbone_label
+from bench.data_digests import user_data_sha256
 from bench.determinism import numerics
 from bench.plan import RunPlan
 from bench.provenance import cpu_kind, now, package_versions
@@ -69,6 +70,8 @@ def invocation(plan: RunPlan, executor: str, n_units: int, n_pending: int) -> di
         # the pre-trained backbones per method ("embedded:..." = a stand-in, not the paper's)
         "backbones": {name: backbone_label(method) for name, method in plan.methods.items()},
         "attack_hashes": dict(plan.attack_hashes),
+        # hand-placed data (300K images, tiny-imagenet, folder sets, OOD folders): what this copy held
+        "data_sha256": user_data_sha256(plan),
     }
 
 

@@ -30,7 +30,7 @@ import torch
 from bench import frozen
 from bench.attacks.base import Attack
 from bench.backbones.paper import is_paper_backbone
-from bench.cache import payload_hash
+from bench.cache import default_cache_dir, payload_hash
 from bench.code_version import method_dependencies, source_version
 from bench.config import Profile, for_dataset, get_profile, parse_overrides
 from bench.contracts import Method
@@ -265,39 +265,58 @@ def check_executor(spec: RunSpec) -> None:
         )
 
 
-def check_output_folder(run_dir: Path, min_free: int = MIN_FREE_BYTES) -> None:
+def check_output_folder(run_dir: Path, min_free: int = MIN_FREE_BYTES, option: str = "--out") -> None:
     """The run folder (or its nearest existing parent) is a writable folder with ``min_free`` bytes free.
-    Probes with a temporary file that it removes at once, so nothing is left behind."""
+    Probes with a temporary file that it removes at once, so nothing is left behind. ``option`` names the
+    folder in the messages (``--out``, ``BENCH_CACHE``)."""
+    name = f"{option} {str(run_dir)!r}"
     longest = max((len(part.encode()) for part in run_dir.parts), default=0)
     if longest > 255:
         raise BadInput(
-            f"--out {str(run_dir)[:80]!r}...: a folder name of {longest} bytes; accepted: names of at most "
-            "255 bytes"
+            f"{option} {str(run_dir)[:80]!r}...: a folder name of {longest} bytes; accepted: names of at "
+            "most 255 bytes"
         )
     if run_dir.exists() and not run_dir.is_dir():
-        raise BadInput(
-            f"--out {str(run_dir)!r} is an existing file; accepted: a new or existing run directory"
-        )
+        raise BadInput(f"{name} is an existing file; accepted: a new or existing folder")
     parent = run_dir
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        raise BadInput(f"--out {str(run_dir)!r} lies under the file {str(parent)!r}; accepted: a folder path")
+        raise BadInput(f"{name} lies under the file {str(parent)!r}; accepted: a folder path")
     try:
         fd, probe = tempfile.mkstemp(prefix=".bench-write-probe-", dir=parent)
         os.close(fd)
         os.unlink(probe)
     except OSError as error:
         reason = error.strerror or type(error).__name__
-        raise BadInput(
-            f"--out {str(run_dir)!r} is not writable ({parent}: {reason}); accepted: a writable folder"
-        ) from None
+        raise BadInput(f"{name} is not writable ({parent}: {reason}); accepted: a writable folder") from None
     free = shutil.disk_usage(parent).free
     if free < min_free:
         raise BadInput(
-            f"--out {str(run_dir)!r} has {free / 2**20:.0f} MiB free on its disk; accepted: a folder with at "
-            f"least {min_free / 2**20:.0f} MiB free"
+            f"{name} has {free / 2**20:.0f} MiB free on its disk; accepted: a folder with at least "
+            f"{min_free / 2**20:.0f} MiB free"
         )
+
+
+def check_run_folder(run_dir: Path) -> dict[str, Any] | None:
+    """The manifest of the run in ``run_dir`` (None for a new or empty folder). A folder that is not a
+    run (files, but no manifest.json) or whose manifest is not a JSON object is refused."""
+    if not run_dir.is_dir():
+        return None
+    try:
+        previous = ResultStore(run_dir).read_manifest()
+    except (ValueError, OSError):
+        previous = []
+    if previous is None and any(not p.name.startswith(".lock") for p in run_dir.iterdir()):
+        raise BadInput(
+            f"--out {str(run_dir)!r} is a non-empty folder with no manifest.json (not a run folder); "
+            "accepted: a new or empty folder, or a run folder"
+        )
+    if previous is not None and not isinstance(previous, dict):
+        raise BadInput(
+            f"--out {str(run_dir)!r} holds an unreadable manifest.json; accepted: a run folder or a new --out"
+        )
+    return previous
 
 
 def plan_run(spec: RunSpec) -> RunPlan:
@@ -365,6 +384,8 @@ def plan_run(spec: RunSpec) -> RunPlan:
     run_id = default_run_id(spec, attacks)
     run_dir = Path(spec.out) if spec.out is not None else Path("results") / "runs" / run_id
     check_output_folder(run_dir)
+    if spec.frozen_detectors is None:  # trained detectors go to the cache: check it as --out is checked
+        check_output_folder(default_cache_dir(), option="BENCH_CACHE")
     plan = RunPlan(
         spec,
         run_dir.name if spec.out else run_id,
@@ -376,12 +397,7 @@ def plan_run(spec: RunSpec) -> RunPlan:
         attacks,
         executor_settings=executor_settings,
     )
-    try:
-        previous = ResultStore(run_dir).read_manifest() if run_dir.is_dir() else None
-    except ValueError:
-        raise BadInput(
-            f"--out {str(run_dir)!r} holds an unreadable manifest.json; accepted: a run folder or a new --out"
-        ) from None
+    previous = check_run_folder(run_dir)
     if previous is not None and command_view(previous.get("config")) != command_view(plan.config()):
         raise BadInput(
             f"--out {str(run_dir)!r} holds a run with a different configuration; "

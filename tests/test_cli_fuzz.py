@@ -173,38 +173,48 @@ def _tree(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*")}
 
 
+def invoke(argv: list[str], work: Path) -> tuple[int | None, str, str]:
+    """``bench ARGV`` in this process, in the folder ``work`` with ``work/cache`` as BENCH_CACHE: (exit
+    code, stdout, stderr), or (None, "", the traceback's last line) when it raised."""
+    from bench.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    old_cwd, old_cache = os.getcwd(), os.environ.get("BENCH_CACHE")
+    os.chdir(work)
+    os.environ["BENCH_CACHE"] = str(work / "cache")
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            main(argv)
+    except SystemExit as exit_request:
+        code = exit_request.code if isinstance(exit_request.code, int) else 1
+    except BaseException:  # noqa: BLE001 - this is what the sweeps look for
+        return None, "", traceback.format_exc().strip().splitlines()[-1]
+    finally:
+        os.chdir(old_cwd)
+        if old_cache is None:
+            os.environ.pop("BENCH_CACHE", None)
+        else:
+            os.environ["BENCH_CACHE"] = old_cache
+    return code, out.getvalue(), err.getvalue()
+
+
 def check_invocation(case: Case) -> str | None:
     """None when the invocation behaves, else what went wrong."""
-    from bench.cli import main
 
     with tempfile.TemporaryDirectory(prefix="bench-fuzz-") as folder:
         work = Path(folder)
         (work / "existing.txt").write_text("not a run folder\n")
         before = _tree(work)
-        out, err = io.StringIO(), io.StringIO()
-        old_cwd, old_cache = os.getcwd(), os.environ.get("BENCH_CACHE")
-        os.chdir(work)
-        os.environ["BENCH_CACHE"] = str(work / "cache")
-        code = 0
-        try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                main(case.argv)
-        except SystemExit as exit_request:
-            code = exit_request.code if isinstance(exit_request.code, int) else 1
-        except BaseException:  # noqa: BLE001 - this is what the sweep looks for
-            return f"traceback: {traceback.format_exc().strip().splitlines()[-1]}"
-        finally:
-            os.chdir(old_cwd)
-            if old_cache is None:
-                os.environ.pop("BENCH_CACHE", None)
-            else:
-                os.environ["BENCH_CACHE"] = old_cache
+        code, out, err = invoke(case.argv, work)
         after = _tree(work)
-    lines = err.getvalue().strip().splitlines()
+    if code is None:
+        return f"traceback: {err}"
+    lines = err.strip().splitlines()
     if code not in (0, 2):
-        return f"exit {code}: {err.getvalue().strip()[-300:]}"
-    if "Traceback" in err.getvalue() or "Traceback" in out.getvalue():
+        return f"exit {code}: {err.strip()[-300:]}"
+    if "Traceback" in err or "Traceback" in out:
         return "a traceback was printed"
     if after != before:
         return f"wrote {sorted(after - before)[:5]}"
@@ -218,8 +228,11 @@ def check_invocation(case: Case) -> str | None:
     return None
 
 
-def sweep(examples: int) -> list[tuple[Case, str | None]]:
-    """Run ``examples`` invocations (derandomized: the same ones every time); every outcome, failed or not."""
+def sweep(examples: int, cases=None, check=None) -> list[tuple[Case, str | None]]:
+    """Run ``examples`` invocations (derandomized: the same ones every time); every outcome, failed or not.
+    ``cases`` (a strategy) and ``check`` default to this file's; test_report_fuzz passes its own."""
+    cases = cases if cases is not None else invocations()
+    check = check if check is not None else check_invocation
     outcomes: list[tuple[Case, str | None]] = []
 
     @settings(
@@ -229,9 +242,9 @@ def sweep(examples: int) -> list[tuple[Case, str | None]]:
         deadline=None,
         suppress_health_check=list(HealthCheck),
     )
-    @given(case=invocations())
+    @given(case=cases)
     def run(case: Case) -> None:
-        outcomes.append((case, check_invocation(case)))
+        outcomes.append((case, check(case)))
 
     run()
     return outcomes

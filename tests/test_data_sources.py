@@ -261,11 +261,18 @@ def test_checksum_mismatch_is_refused_and_the_file_moved_aside(root, monkeypatch
     assert read == [] and not sources.converted_paths("mnist", root)[0].exists()
 
 
-def test_a_kept_or_idx_file_with_a_wrong_checksum_is_refused(root, monkeypatch):
-    write_idx_tree(root / "MNIST" / "raw")  # real pins: the fixture does not match them
-    with pytest.raises(BadInput, match="checksum mismatch: train-images-idx3-ubyte.gz"):
+def test_a_kept_or_idx_file_with_a_wrong_checksum_is_refused_and_left_in_place(root, monkeypatch):
+    """The user's own IDX files are reported, never moved (issue 31, item 7)."""
+    raw = root / "MNIST" / "raw"
+    write_idx_tree(raw)  # real pins: the fixture does not match them
+    placed = {p.name: p.read_bytes() for p in raw.iterdir()}
+    with pytest.raises(
+        BadInput, match="checksum mismatch: .*train-images-idx3-ubyte.gz.*left in place"
+    ) as error:
         sources.fetch("mnist", idx_download=offline)
-    assert (root / "MNIST" / "raw" / "train-images-idx3-ubyte.gz.rejected").is_file()
+    assert str(raw / "train-images-idx3-ubyte.gz") in str(error.value) and "\n" not in str(error.value)
+    assert {p.name: p.read_bytes() for p in raw.iterdir()} == placed  # nothing moved, nothing added
+    assert not list(root.rglob("*.rejected"))
     assert not sources.converted_paths("mnist", root)[0].exists()
 
 

@@ -125,7 +125,8 @@ def test_a_resumed_group_never_mixes_two_detectors(tmp_path):
     assert {r["attack"] for r in rows} == {"clean", "pgd"}
     last = third.manifest["invocations"][-1]
     assert last["units_pending"] == 1 and last["units_redone"] == 1
-    (warning,) = [w for w in third.manifest["warnings"] if other in w]
+    refused, warning = [w for w in third.manifest["warnings"] if other in w]
+    assert refused.startswith("corrupt cache entry") and "of the run's rows" in refused  # issue 31, item 9
     assert "oe class0 seed 0" in warning and "clean" in warning and digest in warning
     on_disk = json.loads((third.run_dir / "manifest.json").read_text())
     assert on_disk["invocations"][-1]["units_redone"] == 1
@@ -139,7 +140,7 @@ def test_a_resumed_group_never_mixes_two_detectors(tmp_path):
     assert fourth.manifest["invocations"][-1]["units_redone"] == 0
 
 
-def test_a_failure_while_redoing_leaves_error_rows_not_the_other_detectors_rows(tmp_path, monkeypatch):
+def test_a_failure_while_redoing_keeps_the_rows_until_a_redo_succeeds(tmp_path, monkeypatch):
     first = _run(tmp_path)
     _rewrite(first.run_dir, _without_pgd("f" * 16))
 
@@ -149,8 +150,14 @@ def test_a_failure_while_redoing_leaves_error_rows_not_the_other_detectors_rows(
     monkeypatch.setattr(execute, "attack_unit", broken)
     again = _run(tmp_path)
     rows = read_rows(again.run_dir)
-    assert {(r["attack"], r["status"]) for r in rows} == {("clean", "error"), ("pgd", "error")}
-    assert all("attack exploded" in r["reason"] for r in rows)
+    # an error never replaces good rows (issue 31, item 2): clean keeps the other detector's rows until a
+    # redo succeeds, and the same command tries again
+    assert {(r["attack"], r["status"]) for r in rows} == {("clean", "ok"), ("pgd", "error")}
+    assert {r["detector_digest"] for r in rows if r["attack"] == "clean"} == {"f" * 16}
+    assert all("attack exploded" in r["reason"] for r in rows if r["status"] == "error")
+    assert any(
+        "clean: the recompute failed (RuntimeError: attack exploded)" in w for w in again.manifest["warnings"]
+    )
 
 
 def test_a_results_file_from_before_the_digest_is_read_and_extended(tmp_path):

@@ -88,7 +88,7 @@ def test_missing_ray_exits_2_with_the_install_command(tmp_path, monkeypatch, cap
 @pytest.fixture(scope="module")
 def ray_local():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    _ray_executor()._init(ray)  # a private Ray of 2 CPUs on 127.0.0.1, as bench run starts it
     yield ray
     ray.shutdown()
 
@@ -218,3 +218,35 @@ def test_ctrl_c_stops_the_driver_at_once_and_cancels_the_running_tasks(tmp_path,
     while ray_local.available_resources().get("CPU", 0) < 2 and time.perf_counter() < deadline:
         time.sleep(0.5)
     assert ray_local.available_resources().get("CPU", 0) == 2  # both tasks were cancelled
+
+
+def test_a_private_ray_binds_to_loopback(ray_local, monkeypatch):
+    """Issue 31, item 12: the instance the tests start, and the one the executor starts without
+    --address, take 127.0.0.1 as node address (Ray's own choice: the network interface), and so does
+    every task; joining a cluster (--address) leaves the address to the cluster."""
+    assert {node["NodeManagerAddress"] for node in ray_local.nodes()} == {"127.0.0.1"}
+    assert (
+        ray_local.get(ray_local.remote(lambda: ray_local.util.get_node_ip_address()).remote()) == "127.0.0.1"
+    )
+    calls = []
+    monkeypatch.setattr(ray_local, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray_local, "init", lambda **options: calls.append(options))
+    _ray_executor()._init(ray_local)
+    _ray_executor(address="auto")._init(ray_local)
+    assert calls[0]["address"] is None and calls[0]["_node_ip_address"] == "127.0.0.1"
+    assert calls[1]["address"] == "auto" and "_node_ip_address" not in calls[1]
+
+
+@pytest.mark.slow
+def test_kill_9_under_ray_loses_nothing_in_10_trials(tmp_path):
+    """Issue 31, item 13: ``bench run --executor ray`` killed (-9, with the Ray it started) at a random
+    moment, 10 times as for local runs: every unit stored before the kill is still there, the rows are
+    whole, and the same command completes the run (tests/scale_figures.py, which also prints each trial)."""
+    pytest.importorskip("ray")
+    from .scale_figures import kill_trials
+
+    figures = kill_trials(tmp_path, trials=10, executor="ray")
+    assert figures["kept_after_kill"] == figures["finished_before_kill"]
+    assert figures["all_resumed_to_20_units"]
+    for trial in figures["per_trial"]:
+        assert trial["csv_whole"] and trial["rows_before_resume_kept"], trial

@@ -127,7 +127,7 @@ def test_the_fit_sees_the_methods_own_profile(monkeypatch):
 class _NoCache:
     recovered: list[str] = []
 
-    def load_detector(self, key, device):
+    def load_detector(self, key, device, expected_digest=""):
         return None
 
 

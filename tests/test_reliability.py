@@ -80,7 +80,7 @@ def tiny(monkeypatch, tmp_path):
     monkeypatch.setitem(METHODS._items, "offset", OffsetMethod)
     monkeypatch.setitem(DETECTOR_CLASSES, "OffsetDetector", OffsetDetector)
 
-    def run(out="run", cache="cache", settings=(), attacks=("clean", "pgd")):
+    def run(out="run", cache="cache", settings=(), attacks=("clean", "pgd"), **spec_fields):
         spec = RunSpec(
             methods=["offset"],
             protocol="nd",
@@ -89,6 +89,7 @@ def tiny(monkeypatch, tmp_path):
             attacks=list(attacks),
             out=tmp_path / out,
             settings=list(settings),
+            **spec_fields,
         )
         plan = plan_run(spec)
         runner = Runner(plan, cache=DetectorCache(tmp_path / cache))
@@ -115,16 +116,26 @@ def _write_lock(run_dir: Path, record) -> None:
     (run_dir / ".lock").write_text(record if isinstance(record, str) else json.dumps(record))
 
 
+def hold_lock(run_dir: Path) -> subprocess.Popen:
+    """Another process that takes the run folder's lock and keeps it for a minute (or until killed)."""
+    code = (
+        "import sys, time; from bench.store import RunLock; RunLock(sys.argv[1]).acquire(); "
+        "print('held', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], stdout=subprocess.PIPE)
+    assert holder.stdout.readline().strip() == b"held"
+    return holder
+
+
 def test_a_second_writer_is_refused_naming_the_first(tiny, tmp_path):
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = hold_lock(tmp_path / "run")
     try:
-        _write_lock(tmp_path / "run", {"pid": sleeper.pid, "host": socket.gethostname(), "started": "t"})
-        with pytest.raises(RunFolderInUse, match=rf"in use by pid {sleeper.pid} on host .*lock file"):
+        with pytest.raises(RunFolderInUse, match=rf"in use by pid {holder.pid} on host .*lock file"):
             tiny()
         assert not (tmp_path / "run" / "results.csv").exists()
     finally:
-        sleeper.kill()
-        sleeper.wait()
+        holder.kill()
+        holder.wait()
 
 
 @pytest.mark.parametrize("holder", ["dead pid", "garbled", "empty"])

@@ -14,9 +14,11 @@ whose worker dies (killed, out of memory, node lost) is retried up to ``--retrie
 its units become ``status=error`` rows with the reason, and the other tasks go on.
 
 Without ``--address`` the executor starts a Ray instance on this machine (``executor.local_cpus`` CPUs,
-default all) and stops it at the end; ``--address auto`` or ``HOST:PORT`` joins a running cluster. The
-driver's ``BENCH_CACHE`` and ``BENCH_DATA`` are passed to the tasks: on a cluster they should name a
-shared filesystem path, or a path that exists on every node (per-node caches).
+default all), bound to 127.0.0.1 so that no other machine can reach it, and stops it at the end;
+``--address auto`` or ``HOST:PORT`` joins a running cluster, whose task results the driver deserialises:
+that cluster must be on a trusted network. The driver's ``BENCH_CACHE`` and ``BENCH_DATA`` are passed to
+the tasks: on a cluster they should name a shared filesystem path, or a path that exists on every node
+(per-node caches).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from bench.execute import Log, UnitResult, execute_group, failed_group, failure_
 from bench.plan import ExecutorSettings, RunPlan, UnitGroup, resolve_device
 
 ENV_PASSED = ("BENCH_CACHE", "BENCH_DATA", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray keeps a loopback node address
+LOOPBACK = "127.0.0.1"  # the node address of a private Ray (Ray's own choice is the network interface)
 WAIT_SECONDS = 0.5  # how long the driver waits for a task before it checks for Ctrl-C again
 
 
@@ -44,6 +48,18 @@ def run_unit_group(plan: RunPlan, group: UnitGroup, cache_root: str, threads: in
         plan = dataclasses.replace(plan, device=resolve_device("auto"))
     configure_determinism(plan.profile, plan.device)  # as the local runner: the same rows on ci
     return list(execute_group(plan, group, DetectorCache(cache_root)))
+
+
+def keep_on_loopback(ray) -> None:
+    """Make Ray take 127.0.0.1 as this node's address. Ray turns a loopback ``_node_ip_address`` into the
+    machine's network address, except where it runs single-machine only (Windows, macOS), which
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` asks for on Linux too; the module constant is read at import,
+    so an imported Ray gets the same switch. Only for an instance started here, never when joining a
+    cluster."""
+    from ray._private import ray_constants
+
+    os.environ[SINGLE_MACHINE_ENV] = "0"  # for the processes Ray starts from here
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 class RayExecutor:
@@ -72,8 +88,11 @@ class RayExecutor:
             "configure_logging": False,
             "runtime_env": {"env_vars": env} if env else None,
         }
-        if self.address is None and self.settings.local_cpus:
-            options["num_cpus"] = self.settings.local_cpus
+        if self.address is None:  # a private instance: reachable from this machine only
+            keep_on_loopback(ray)
+            options["_node_ip_address"] = LOOPBACK
+            if self.settings.local_cpus:
+                options["num_cpus"] = self.settings.local_cpus
         ray.init(address=self.address, **options)
         return True
 

@@ -66,19 +66,27 @@ def read_results_file(path: Path) -> pd.DataFrame:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         df = pd.DataFrame({c: pd.Series(dtype=str) for c in COLUMNS})
+    except (ValueError, OSError) as error:  # not UTF-8, not CSV (ParserError is a ValueError), unreadable
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
+        raise BadInput(f"{path} is not a readable results CSV ({reason}); accepted: a results CSV") from None
     for col in _FLOAT_COLUMNS:
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     for col in _INT_COLUMNS:
         if col in df.columns:
             df[col] = _as_int(pd.to_numeric(df[col], errors="coerce"))
+    if "seed" in df.columns and df["seed"].dtype != "int64":  # a missing, fractional, infinite or huge seed
+        raise BadInput(
+            f"{path} has a seed that is not an integer; accepted: a results CSV with integer seeds"
+        )
     return df
 
 
 def _as_int(col: pd.Series) -> pd.Series:
-    """int64 when complete and integral, nullable Int64 when some are missing, float otherwise."""
+    """int64 when complete and integral, nullable Int64 when some are missing, float otherwise (also for
+    inf and integers beyond int64, which a malformed file may hold)."""
     present = col.dropna()
-    if not (present == present.round()).all():
+    if not ((present == present.round()) & (present.abs() < 2**62)).all():
         return col.astype(float)
     return col.astype("int64") if len(present) == len(col) else col.astype("Int64")
 
@@ -88,7 +96,12 @@ def load_manifest(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / MANIFEST_FILE
     if not path.is_file():
         return {}
-    manifest = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as error:  # not UTF-8, not JSON, unreadable
+        raise BadInput(
+            f"{path} is not a readable JSON file ({type(error).__name__}); accepted: a run's manifest"
+        ) from None
     if not isinstance(manifest, dict):
         raise BadInput(f"{path} is not a JSON object")
     return manifest
@@ -105,6 +118,7 @@ class Source:
     slug: str
     results_name: str
     superseded: int = 0
+    shown_path: str = ""  # how a published page names the input (bench.site: relative to the inputs)
 
     @property
     def run_ids(self) -> list[str]:
