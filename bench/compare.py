@@ -6,6 +6,10 @@ one side only is missing, and so is a key whose status changed (ok on one side, 
 on any regression or missing row, 0 otherwise. Other metrics are matched (so a missing row counts) but
 not judged.
 
+A validity check (``bench.checks``, the rows' ``warnings``) that trips in the candidate and not in the
+baseline is a change (``new_warnings``), not a failure: the number is still compared as any other, and a
+reader is told that it may no longer be trusted. Files without the column have no warnings.
+
 Each change says whether both sides' rows came from the same detector (their ``detector_digest``):
 ``same`` points at the attack or the scoring, ``other`` at the training (code, or another host's
 rounding); empty when a side has no digest (files from before the column).
@@ -53,6 +57,18 @@ class Change:
 
 
 @dataclass
+class CheckChange:
+    """Validity checks that trip on the candidate's row and did not on the baseline's."""
+
+    key: tuple
+    checks: list[str]
+
+    def text(self) -> str:
+        shown = " ".join(f"{k}={v}" for k, v in zip(KEY, self.key, strict=True))
+        return f"{shown}: {', '.join(self.checks)}"
+
+
+@dataclass
 class Comparison:
     baseline: str
     candidate: str
@@ -63,6 +79,7 @@ class Comparison:
     missing_in_candidate: list[Change] = field(default_factory=list)
     missing_in_baseline: list[Change] = field(default_factory=list)
     status_changed: list[Change] = field(default_factory=list)
+    new_warnings: list[CheckChange] = field(default_factory=list)  # reported, never a failure
 
     @property
     def ok(self) -> bool:
@@ -76,8 +93,9 @@ class Comparison:
         return json.dumps(data, indent=2, allow_nan=False, default=str)
 
 
-def load_rows(path: Path) -> dict[tuple, tuple[str, float | None, str]]:
-    """key -> (status, value, detector digest or "") of a results CSV (or a run folder's results.csv);
+def load_rows(path: Path) -> dict[tuple, tuple[str, float | None, str, str]]:
+    """key -> (status, value, detector digest or "", warnings or "") of a results CSV (or a run folder's
+    results.csv);
     BadInput on a missing file, missing columns or a key that appears twice."""
     path = Path(path)
     if path.is_dir():
@@ -88,10 +106,11 @@ def load_rows(path: Path) -> dict[tuple, tuple[str, float | None, str]]:
     missing = [c for c in (*KEY, "value", "status") if c not in df.columns]
     if missing:
         raise BadInput(f"{path} lacks the columns {', '.join(missing)}")
-    if "detector_digest" not in df.columns:
-        df = df.assign(detector_digest="")
-    rows: dict[tuple, tuple[str, float | None, str]] = {}
-    for record in df[[*KEY, "value", "status", "detector_digest"]].itertuples(index=False):
+    for column in ("detector_digest", "warnings"):
+        if column not in df.columns:
+            df = df.assign(**{column: ""})
+    rows: dict[tuple, tuple[str, float | None, str, str]] = {}
+    for record in df[[*KEY, "value", "status", "detector_digest", "warnings"]].itertuples(index=False):
         key = tuple(
             int(v) if name == "seed" else str(v) for name, v in zip(KEY, record[: len(KEY)], strict=True)
         )
@@ -100,7 +119,8 @@ def load_rows(path: Path) -> dict[tuple, tuple[str, float | None, str]]:
             raise BadInput(f"{path} has two rows for {shown}; compare one run's rows (no duplicates)")
         value = None if record.value is None or math.isnan(record.value) else float(record.value)
         digest = record.detector_digest
-        rows[key] = (str(record.status), value, "" if not isinstance(digest, str) else digest)
+        warned = record.warnings if isinstance(record.warnings, str) else ""
+        rows[key] = (str(record.status), value, "" if not isinstance(digest, str) else digest, warned)
     return rows
 
 
@@ -145,6 +165,9 @@ def compare(
             result.missing_in_candidate.append(change(key, b, None))
             continue
         result.compared += 1
+        tripped = [name for name in c[3].split(";") if name and name not in b[3].split(";")]
+        if tripped and key[-1] == JUDGED_METRIC:
+            result.new_warnings.append(CheckChange(key, tripped))
         if b[0] != c[0]:
             result.status_changed.append(change(key, b, c))
             continue
@@ -174,7 +197,8 @@ def format_text(result: Comparison) -> str:
         f"regressions: {len(result.regressions)}, improvements: {len(result.improvements)}, "
         f"missing in candidate: {len(result.missing_in_candidate)}, "
         f"missing in baseline: {len(result.missing_in_baseline)}, "
-        f"status changed: {len(result.status_changed)}",
+        f"status changed: {len(result.status_changed)}, "
+        f"newly tripped checks: {len(result.new_warnings)} (a change, not a failure)",
     ]
     detector = {"same": " [same detector]", "other": " [another detector]", "": ""}
     for title, changes in (
@@ -190,5 +214,7 @@ def format_text(result: Comparison) -> str:
         lines.append(f"MISSING in baseline: {ch.key_text()} (candidate {value(ch.candidate)})")
     for ch in result.status_changed:
         lines.append(f"STATUS CHANGED: {ch.key_text()}: {ch.baseline_status} -> {ch.candidate_status}")
+    for ch in result.new_warnings:
+        lines.append(f"check newly tripped: {ch.text()}")
     lines.append("OK: no regression and no missing row" if result.ok else "FAILED")
     return "\n".join(lines)

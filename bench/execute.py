@@ -27,15 +27,17 @@ import numpy as np
 import torch
 
 import bench
+from bench import checks as validity
 from bench import frozen
-from bench.attacks.base import Attack, detector_device
+from bench.attacks.base import Attack, attack_objective, detector_device
 from bench.backbones.files import backbone_label
 from bench.cache import DetectorCache
+from bench.checks import Check
 from bench.contracts import Cell, EvalSet, Method, RunContext, TrainTask
 from bench.detector import Detector
 from bench.digests import detector_digest
 from bench.errors import NotApplicable
-from bench.metrics import METRICS, detection_metrics, id_acc
+from bench.metrics import METRICS, auroc, detection_metrics, id_acc
 from bench.plan import RunPlan, Unit, UnitGroup, detector_key
 from bench.provenance import now
 from bench.store import AGGREGATE_SUFFIX
@@ -52,6 +54,7 @@ class UnitResult:
     scores: dict[str, np.ndarray] | None = None  # "<set>__clean|attacked|is_outlier" -> array
     warnings: list[str] = field(default_factory=list)  # lines for manifest.json "warnings"
     artifacts: dict[str, bytes] = field(default_factory=dict)  # the group's artifacts (first unit only)
+    checks: list[Check] = field(default_factory=list)  # validity checks of the unit (bench.checks)
     attack_batch: int | None = None  # attack batch size after halving on out-of-memory; None: whole sets
     redone: bool = False  # a finished unit recomputed because its rows came from another detector
 
@@ -114,18 +117,78 @@ def _execute(
     cache_warnings = cache.recovered[recovered_before:] + ([mixed] if mixed else [])
     if mixed and log:
         log(mixed)
-    clean_scores: dict[str, np.ndarray] = {}
+    state = GroupState()
+    if detector is not None:
+        state.method_checks = method_checks(plan, group.method, cell, detector, cache, log)
     batch: int | None = None
     for index, unit in enumerate(units):
         extra = {"artifacts": artifacts, "warnings": list(cache_warnings)} if index == 0 else {}
         if detector is None:
             result = UnitResult(unit, na_rows(plan, unit, cell, reason))
         else:
-            result, batch = attack_unit(plan, unit, cell, detector, fit_seconds, clean_scores, batch, digest)
+            result, batch = attack_unit(plan, unit, cell, detector, fit_seconds, state, batch, digest)
         result.artifacts = extra.get("artifacts", {})
         result.warnings = extra.get("warnings", []) + result.warnings
         result.redone = unit.attack in redo
         yield result
+
+
+@dataclass
+class GroupState:
+    """What one (method, cell, seed) computes once for all its attacks: the clean scores and the share of
+    zero or non-finite input gradients per evaluation set, each attack's AUROC (for the masking check) and
+    the method's own checks (RODEO's shortcut probe and keep rate)."""
+
+    clean_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    zero_gradient: dict[str, float] = field(default_factory=dict)
+    aurocs: dict[str, float] = field(default_factory=dict)
+    method_checks: list[Check] = field(default_factory=list)
+
+
+def method_checks(
+    plan: RunPlan, method_name: str, cell: Cell, detector: Detector, cache: DetectorCache, log: Log
+) -> list[Check]:
+    """The method's own validity checks of its detector, on the cell's test inliers (held out from its
+    training): ``validity_checks(detector, task, inliers, ctx) -> {check name: value}`` (names of
+    ``bench.checks.METHOD_CHECKS``, which holds their thresholds) where a method defines it
+    (RODEO: the shortcut probe and the filter's keep rate; looked up by name, so that ``bench.contracts``,
+    which every method's cache key covers, stays as it is). An error there is logged and gives none."""
+    method = plan.methods[method_name]
+    checks_of = getattr(method, "validity_checks", None)
+    if checks_of is None:
+        return []
+    evalset = cell.evalsets[0]
+    inliers = evalset.images[~evalset.is_outlier]
+    ctx = RunContext(device=plan.device, cache=cache, log=log)
+    try:
+        found = checks_of(detector, method_task(plan, method_name, cell), inliers, ctx)
+        return [validity.METHOD_CHECKS[name](value) for name, value in found.items()]
+    except Exception:  # noqa: BLE001 - a check that fails must not cost the unit its numbers
+        if log:
+            log(f"{method_name} {cell.cell_id}: validity checks failed:\n{traceback.format_exc()}")
+        return []
+
+
+def clean_gradient_share(detector: Detector, images: torch.Tensor, batch_size: int = 1024) -> float:
+    """Share of ``images`` whose input gradient of the attack objective at the clean point is exactly zero
+    or not finite (``bench.checks.zero_gradient``): one forward and backward pass per image."""
+    if len(images) == 0:
+        return 0.0
+    device = detector_device(detector, images)
+    dead = 0
+    for i in range(0, len(images), batch_size):
+        x = images[i : i + batch_size].to(device).requires_grad_(True)
+        with torch.enable_grad():
+            objective = attack_objective(detector, x).float()
+            if not objective.requires_grad:  # a score that does not depend on its input at all
+                dead += len(x)
+                continue
+            (gradient,) = torch.autograd.grad(objective.sum(), x, allow_unused=True)
+        if gradient is None:
+            dead += len(x)
+            continue
+        dead += round(validity.zero_gradient_share(gradient.detach()) * len(x))
+    return dead / len(images)
 
 
 def finished_digest(group: UnitGroup) -> str:
@@ -254,26 +317,64 @@ def attack_unit(
     cell: Cell,
     detector: Detector,
     fit_seconds: float,
-    clean_scores: dict[str, np.ndarray],
+    state: GroupState,
     batch: int | None = None,
     digest: str = "",
 ) -> tuple[UnitResult, int | None]:
     """Run one attack on every evaluation set of the cell: (its result, the attack batch that worked)."""
     attack = plan.attack(unit.attack, unit.seed)
-    attack.reset_spent()
-    results, arrays = [], {}
     started = time.perf_counter()
-    eps = plan.dataset.eps
-    for evalset in cell.evalsets:
+    done = attack_sets(unit.attack, attack, detector, cell.evalsets, plan.dataset.eps, state, batch)
+    if done.problem:
+        return UnitResult(unit, error_rows(plan, unit, done.problem), attack_batch=done.batch), done.batch
+    attack_seconds = time.perf_counter() - started
+    prefix = f"{unit.method} {unit.cell} seed {unit.seed} {unit.attack}: "
+    warnings = [prefix + m for m in attack.warnings]
+    warnings += [prefix + f"check {c.describe()}" for c in done.checks if c.tripped]
+    rows = ok_rows(plan, unit, cell, attack, done.results, fit_seconds, attack_seconds, digest)
+    for r in rows:
+        r["warnings"] = validity.tripped_names(done.checks)
+    result = UnitResult(unit, rows, done.arrays, warnings, attack_batch=done.batch, checks=done.checks)
+    return result, done.batch
+
+
+@dataclass
+class Attacked:
+    """One attack on a cell's evaluation sets: (set, metric values) per set, the score arrays, the unit's
+    validity checks, the reason for error rows ("" when none) and the attack batch that worked."""
+
+    results: list[tuple[EvalSet, dict]]
+    arrays: dict[str, np.ndarray]
+    checks: list[Check]
+    problem: str = ""
+    batch: int | None = None
+
+
+def attack_sets(
+    name: str,
+    attack: Attack,
+    detector: Detector,
+    evalsets: list[EvalSet],
+    eps: float,
+    state: GroupState,
+    batch: int | None = None,
+) -> Attacked:
+    """Attack every set with ``attack`` (registered as ``name``) and score it; the clean scores and the
+    clean-point gradient check are computed once per group (``state``), the checks while the unit runs."""
+    attack.reset_spent()
+    results, arrays, saturated, above = [], {}, [], []
+    clean_scores = state.clean_scores
+    for evalset in evalsets:
         if evalset.name not in clean_scores:
             clean_scores[evalset.name] = detector.score(evalset.images).numpy()
+            state.zero_gradient[evalset.name] = clean_gradient_share(detector, evalset.images)
         problem = non_finite(clean_scores[evalset.name], "clean", evalset)
         if not problem:
             x_adv, batch = perturb_in_batches(attack, detector, evalset, eps, batch)
             attacked = detector.score(x_adv).numpy()
             problem = non_finite(attacked, "attacked", evalset)
         if problem:
-            return UnitResult(unit, error_rows(plan, unit, problem), attack_batch=batch), batch
+            return Attacked(results, arrays, [], problem, batch)
         arrays[f"{evalset.name}__clean"] = clean_scores[evalset.name]
         arrays[f"{evalset.name}__attacked"] = attacked
         arrays[f"{evalset.name}__is_outlier"] = evalset.is_outlier.numpy()
@@ -281,10 +382,32 @@ def attack_unit(
         if detector.classifies and evalset.labels is not None:
             values["id_acc"] = id_accuracy(detector, x_adv, evalset)
         results.append((evalset, values))
-    attack_seconds = time.perf_counter() - started
-    warnings = [f"{unit.method} {unit.cell} seed {unit.seed} {unit.attack}: {m}" for m in attack.warnings]
-    rows = ok_rows(plan, unit, cell, attack, results, fit_seconds, attack_seconds, digest)
-    return UnitResult(unit, rows, arrays, warnings, attack_batch=batch), batch
+        saturated.append(validity.saturation_share(attacked))
+        above.append(values["auroc"] - auroc(clean_scores[evalset.name], evalset.is_outlier.numpy()))
+    return Attacked(results, arrays, unit_checks(name, attack, state, results, saturated, above), "", batch)
+
+
+def unit_checks(name: str, attack: Attack, state: GroupState, results, saturated, above) -> list[Check]:
+    """The unit's validity checks (``bench.checks``), the worst over its evaluation sets: zero gradients at
+    the clean point, saturation, attacked above clean, spent budget, masking (black-box attacks, against
+    the gradient attacks run before them on this detector) and the method's own."""
+    state.aurocs[name] = float(np.mean([values["auroc"] for _, values in results]))
+    spent, planned = attack.spent_budget(), attack.budget()
+    checks = [
+        validity.zero_gradient(max(state.zero_gradient.values(), default=0.0)),
+        validity.saturation(max(saturated, default=0.0)),
+        validity.above_clean(max(above, default=0.0) if name != "clean" else None),
+        validity.budget(
+            validity.budget_ratio((spent.grad_evals, spent.queries), (planned.grad_evals, planned.queries)),
+            name,
+        ),
+    ]
+    if name in validity.BLACK_BOX_ATTACKS:
+        compared = (*validity.GRADIENT_ATTACKS, name)
+        masking = validity.masking({a: v for a, v in state.aurocs.items() if a in compared})
+        if masking is not None:
+            checks.append(masking)
+    return checks + state.method_checks
 
 
 def perturb_in_batches(
@@ -345,6 +468,7 @@ def unit_fields(
         "method": unit.method,
         "method_hash": plan.method_hashes[unit.method],
         "backbone": backbone_label(plan.methods[unit.method]),
+        "warnings": "",  # the tripped validity checks (bench.checks), set on ok rows
         "protocol": plan.spec.protocol,
         "dataset": plan.spec.dataset,
         "seed": unit.seed,

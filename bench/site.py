@@ -235,6 +235,7 @@ def _render(sources: list[Source], published: pd.DataFrame, root: Path, plots: b
             citation=cite.get(method),
             hyper=_hyper_rows(method, mine, sources, cite.get(method)),
             results=_method_results(method, boards),
+            check_summary=method_warning_summary(method, df, sources),
             provenance=_provenance(mine, sources),
         )
         write_public(root / page, html)
@@ -494,12 +495,57 @@ def _group_context(
     return {
         "breakdown": breakdown,
         "details": details,
+        "checks": group_checks(group, sources),
         "unit_warnings": all_warnings,
         "figures": figures,
         "cell_figures": cell_figures,
         "na_notes": [(r["entry"], r["na"]) for r in board.rows if r["na"]],
         "has_scores": any(s.scores_dir is not None for s in sources),
     }
+
+
+def group_checks(group: pd.DataFrame, sources: list[Source]) -> list[dict]:
+    """Every validity check (``checks.csv``, bench.checks) of the group's units, tripped or not."""
+    from bench.checks import read_checks
+
+    units = set(unit_keys(group))
+    found = []
+    for index in dict.fromkeys(group["_source"].tolist()):
+        source = sources[int(index)]
+        if not source.path.is_dir():
+            continue
+        for record in read_checks(source.path):
+            key = (record["run_id"], record["method"], record["cell"], int(record["seed"]), record["attack"])
+            if key in units:
+                found.append({**record, "tripped": record["tripped"] == "1"})
+    return found
+
+
+def method_warning_summary(method: str, df: pd.DataFrame, sources: list[Source]) -> list[dict]:
+    """Per (protocol, dataset, check): how many of the method's units tripped it, of how many checked."""
+    from bench.checks import read_checks
+
+    counts: dict[tuple, list[int]] = {}
+    places = {
+        (str(r), str(p), str(d))
+        for r, p, d in df.loc[df["method"] == method, ["run_id", "protocol", "dataset"]].itertuples(
+            index=False
+        )
+    }
+    for source in sources:
+        if not source.path.is_dir():
+            continue
+        where = {r: (p, d) for r, p, d in places}
+        for record in read_checks(source.path):
+            if record["method"] != method or record["run_id"] not in where:
+                continue
+            entry = counts.setdefault((*where[record["run_id"]], record["check"]), [0, 0])
+            entry[0] += record["tripped"] == "1"
+            entry[1] += 1
+    return [
+        {"protocol": p, "dataset": d, "check": c, "tripped": n, "checked": total}
+        for (p, d, c), (n, total) in sorted(counts.items())
+    ]
 
 
 def _hyper_rows(method: str, rows: pd.DataFrame, sources: list[Source], cite: dict | None) -> list[dict]:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.checks import CHECKS_FILE, check_rows, replace_unit_checks
 from bench.errors import BadInput
 from bench.files import atomic_write_bytes
 from bench.provenance import now
@@ -57,11 +58,15 @@ COLUMNS = [
     "device",
     "timestamp",
     "backbone",  # the pre-trained backbones behind the row; "embedded:..." for a stand-in (issue 28)
+    "warnings",  # the validity checks the unit tripped, ";"-separated (bench.checks, issue 29)
 ]
 
+# Columns of results.csv before ``warnings`` existed; read with no warnings, and given the column when a
+# unit is next written.
+PRE_WARNINGS_COLUMNS = [c for c in COLUMNS if c != "warnings"]
 # Columns of results.csv before ``backbone`` existed; read with an empty backbone (as rows of methods
 # without pre-trained backbones have), and given the column when a unit is next written.
-PRE_BACKBONE_COLUMNS = [c for c in COLUMNS if c != "backbone"]
+PRE_BACKBONE_COLUMNS = [c for c in PRE_WARNINGS_COLUMNS if c != "backbone"]
 # Columns of results.csv before ``detector_digest`` existed; such files are still read (their rows' digest
 # is empty: the detector behind them is unknown) and get the column when a unit is next written.
 PRE_DIGEST_COLUMNS = [c for c in PRE_BACKBONE_COLUMNS if c != "detector_digest"]
@@ -101,6 +106,7 @@ class ResultStore:
             reader = csv.DictReader(handle)
             if reader.fieldnames is not None and list(reader.fieldnames) not in (
                 COLUMNS,
+                PRE_WARNINGS_COLUMNS,
                 PRE_BACKBONE_COLUMNS,
                 PRE_DIGEST_COLUMNS,
                 LEGACY_COLUMNS,
@@ -165,6 +171,9 @@ class ResultStore:
             self.save_scores(unit.method, unit.cell, unit.seed, unit.attack, result.scores)
         if result.artifacts:
             self.save_artifacts(f"{unit.method}/{unit.cell}-seed{unit.seed}", result.artifacts)
+        if result.checks or (self.run_dir / CHECKS_FILE).exists():
+            run_id = result.rows[0]["run_id"] if result.rows else ""
+            replace_unit_checks(self.run_dir, unit.key, check_rows(run_id, unit.key, result.checks))
         self.replace_unit_rows(unit.key, result.rows)
         return True
 

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bench.backbones.files import EMBEDDED_CLIP, EMBEDDED_DDPM, is_hub_like, switch_backbones
+from bench.backbones.files import EMBEDDED, EMBEDDED_CLIP, EMBEDDED_DDPM, is_hub_like, switch_backbones
 from bench.backbones.paper import PAPER_CLIP, PAPER_DDPM
 from bench.contracts import Method, OutlierSource, RunContext, TrainTask
 from bench.errors import BadInput, NotApplicable
@@ -76,7 +76,13 @@ TRAINING_FIELDS = (
     "lr",
     "train_set",
     "inlier_round_trip",
+    "round_trip",
 )  # fields that do not change the exposure
+ROUND_TRIPS = ("resolution", "generator")
+# The compensation with the embedded backbones: (share of inliers per batch, round trip kind), chosen on
+# validation splits by the shortcut probe and the held-out glyph criterion (docs/design.md, "RODEO").
+EMBEDDED_ROUND_TRIP = (0.5, "generator")
+PROBE_INLIERS = 200  # at most this many held-out inliers in the shortcut probe
 
 
 def imagenet_class_names() -> list[str]:
@@ -255,12 +261,17 @@ class RODEO(Method):
     # the embedded backbones the filter keeps 6-23 of ~125 images per digit, so the union set is ~90%
     # inliers: val (s = 1000, alg1, seed 0) union 85.7 (x-check 50.0), balanced 95.1 (x-check 74.1).
     train_set: str = "union"
-    # Not in the paper: a remedy for resolution as a shortcut. The exposure passes through the DDPM's
+    # Not in the paper: a remedy for the generator as a shortcut. The exposure passes through the DDPM's
     # resolution (16x16 for the embedded glyph-ddpm) and back, so at 28x28 it is blurrier than any inlier
     # (variance of the Laplacian 0.037 against 0.216, README) and a detector can learn "blurry = outlier".
-    # This fraction of the inliers in each training batch takes the same round trip (to_model_space,
-    # from_model_space, downsample_to); 0 (the paper) leaves them as they are.
-    inlier_round_trip: float = 0.0
+    # This fraction of the inliers in each training batch takes a round trip too, of the kind
+    # ``round_trip`` names: "resolution" (to_model_space, from_model_space, downsample_to) or "generator"
+    # (the same and, in between, a short unguided noising and denoising from the smallest start step:
+    # what every generated outlier went through, the guidance aside; one copy per inlier, drawn once).
+    # 0 (the paper) leaves them as they are. None: EMBEDDED_ROUND_TRIP with the embedded backbones (chosen
+    # on validation splits, docs/design.md), 0 with any other (the papers' method runs unchanged).
+    inlier_round_trip: float | None = None
+    round_trip: str | None = None  # None: EMBEDDED_ROUND_TRIP's kind with the embedded backbones
 
     def __post_init__(self) -> None:
         switched = switch_backbones(
@@ -272,6 +283,12 @@ class RODEO(Method):
             },
         )
         self.clip_backbone, self.ddpm_backbone = switched["clip_backbone"], switched["ddpm_backbone"]
+        embedded = self.clip_backbone in EMBEDDED and self.ddpm_backbone in EMBEDDED
+        fraction, kind = EMBEDDED_ROUND_TRIP if embedded else (0.0, "resolution")
+        self.inlier_round_trip = fraction if self.inlier_round_trip is None else self.inlier_round_trip
+        self.round_trip = kind if self.round_trip is None else self.round_trip
+        if self.round_trip not in ROUND_TRIPS:
+            raise BadInput(f"unknown round_trip {self.round_trip!r}; accepted: {', '.join(ROUND_TRIPS)}")
         if self.near_labels < 0:
             raise BadInput(f"near_labels must be >= 0, got {self.near_labels}")
         if self.generated_per_class is not None and self.generated_per_class < 1:
@@ -318,6 +335,8 @@ class RODEO(Method):
             "eps": float,
             "step_size": float,
             "stride": int,
+            "inlier_round_trip": float,
+            "round_trip": str,
         }
 
     def training_profile(self, profile):
@@ -505,11 +524,14 @@ class RODEO(Method):
         attack_generator = torch.Generator().manual_seed(task.seed * 1_000_003 + 41)
         round_trip_generator = torch.Generator().manual_seed(task.seed * 1_000_003 + 43)
         ddpm = _ddpm(self.ddpm_backbone, "cpu") if self.inlier_round_trip > 0 else None
+        copies = None  # "generator": one round-tripped copy per training image, matched by content
+        if ddpm is not None and self.round_trip == "generator":
+            copies = self.generator_copies(task.images, task, ddpm)
         lr = self.lr
 
         def loss_fn(network, x_in, y_in, x_oe):
             if ddpm is not None:
-                x_in = self.round_trip_inliers(x_in, y_in, task, ddpm, round_trip_generator)
+                x_in = self.round_trip_inliers(x_in, y_in, task, ddpm, round_trip_generator, copies)
             x, y = x_in, y_in  # union: the exposure is in the batch with label K (0-based)
             if x_oe is not None:  # balanced: an equally large exposure batch
                 ood_class = torch.full((len(x_oe),), task.num_classes, dtype=torch.long, device=x.device)
@@ -535,6 +557,7 @@ class RODEO(Method):
             "exposure": meta["payload"] if "payload" in meta else self.exposure_payload(task),
             "train_set": self.train_set,
             "inlier_round_trip": self.inlier_round_trip,
+            "round_trip": self.round_trip,
             "eps": eps,
             "steps": self.steps,
             "step_size": step_size,
@@ -574,19 +597,46 @@ class RODEO(Method):
         }
         return detector
 
-    def round_trip_inliers(self, x, y, task: TrainTask, ddpm, generator: torch.Generator) -> torch.Tensor:
-        """``x`` with each inlier row (label < K) sent, with probability ``inlier_round_trip``, through the
-        DDPM's resolution and back, as every generated outlier was."""
+    def round_trip_inliers(
+        self, x, y, task: TrainTask, ddpm, generator: torch.Generator, copies: dict | None = None
+    ) -> torch.Tensor:
+        """``x`` with each inlier row (label < K) replaced, with probability ``inlier_round_trip``, by its
+        round trip: through the DDPM's resolution and back ("resolution"), or its precomputed generator
+        round trip (``copies``, keyed by the image's bytes; "generator"), as every generated outlier was."""
         chosen = (y < task.num_classes).cpu() & (
             torch.rand(len(y), generator=generator) < self.inlier_round_trip
         )
         if not chosen.any():
             return x
         rows = chosen.nonzero().flatten().to(x.device)
-        moved = downsample_to(ddpm.from_model_space(ddpm.to_model_space(x[rows])).cpu(), task.image_shape)
+        if copies is not None:
+            moved = torch.stack([copies[_image_key(image)] for image in x[rows].cpu()])
+        else:
+            moved = downsample_to(ddpm.from_model_space(ddpm.to_model_space(x[rows])).cpu(), task.image_shape)
         x = x.clone()
         x[rows] = moved.to(device=x.device, dtype=x.dtype)
         return x
+
+    def generator_copies(self, images: torch.Tensor, task: TrainTask, ddpm) -> dict[bytes, torch.Tensor]:
+        """The generator round trip (:func:`generator_round_trip`) of every training image, keyed by its
+        bytes (the training loop hands batches of images, not indices)."""
+        generator = torch.Generator().manual_seed(task.seed * 1_000_003 + 47)
+        t_start = self.start_step_range(ddpm.num_train_timesteps, self.sampling_stride(task))[0]
+        moved = generator_round_trip(images, ddpm, t_start, self.sampling_stride(task), generator)
+        return {_image_key(image): copy for image, copy in zip(images, moved, strict=True)}
+
+    def validity_checks(self, detector, task: TrainTask, inliers: torch.Tensor, ctx: RunContext) -> dict:
+        """RODEO's own checks (``bench.checks``: ``shortcut``, ``keep_rate``): the shortcut probe's AUROC
+        on ``inliers`` (held out from training) against their generator round trip, and the share of
+        generated outliers the CLIP filter kept (Alg. 1 line 18)."""
+        ddpm = _ddpm(self.ddpm_backbone, "cpu")
+        t_start = self.start_step_range(ddpm.num_train_timesteps, self.sampling_stride(task))[0]
+        generator = torch.Generator().manual_seed(task.seed * 1_000_003 + 53)
+        probe = shortcut_probe(
+            detector, inliers[:PROBE_INLIERS], ddpm, t_start, self.sampling_stride(task), generator
+        )
+        exposure = detector.meta.get("exposure", {})
+        return {"shortcut": probe, "keep_rate": exposure.get("keep_rate")}
 
     def training_task(self, task: TrainTask, exposure: torch.Tensor) -> TrainTask:
         """What the training loop sees. ``union`` (Alg. 1 line 22): one set of the inliers with their
@@ -617,6 +667,42 @@ class RODEO(Method):
         record = {k: v for k, v in meta.items() if k not in ("payload", "prompts")}
         (directory / "exposure.json").write_text(json.dumps(record, indent=2, default=str))
         save_exposure_grid(task, tensors, meta["prompts"], directory / "exposure.png")
+
+
+def _image_key(image: torch.Tensor) -> bytes:
+    return image.detach().to(torch.float32).contiguous().numpy().tobytes()
+
+
+def generator_round_trip(
+    images: torch.Tensor, ddpm, t_start: int, stride: int, generator: torch.Generator
+) -> torch.Tensor:
+    """``images`` (in [0, 1]) to the DDPM's resolution, noised to ``t_start`` and denoised without
+    guidance (the sampler of Alg. 1 lines 12-17 at guidance 0), and back to their own shape: everything a
+    generated outlier goes through except the CLIP's pull toward a near-outlier prompt."""
+    sampler = GuidedSampler(ddpm, None, stride, 0.0, noise_aware=True)
+    parts = []
+    for i in range(0, len(images), GENERATION_BATCH):
+        x0 = ddpm.to_model_space(images[i : i + GENERATION_BATCH])
+        t_init = torch.full((len(x0),), t_start, dtype=torch.long)
+        sample = sampler.sample(x0, t_init, None, generator)
+        parts.append(downsample_to(ddpm.from_model_space(sample).cpu(), tuple(images.shape[1:])))
+    return torch.cat(parts) if parts else images.clone()
+
+
+def shortcut_probe(
+    detector, inliers: torch.Tensor, ddpm, t_start: int, stride: int, generator: torch.Generator
+) -> float | None:
+    """AUROC of ``detector`` with ``inliers`` as negatives and their generator round trips as positives
+    (issue 29): 0.5 when the detector cannot tell them apart; near 1 when it learned the generator's
+    artifacts (blur, denoising texture) as the mark of an outlier. None without inliers."""
+    from bench.metrics import auroc
+
+    if len(inliers) == 0:
+        return None
+    moved = generator_round_trip(inliers, ddpm, t_start, stride, generator)
+    scores = detector.score(torch.cat([inliers, moved])).numpy()
+    is_outlier = torch.cat([torch.zeros(len(inliers)), torch.ones(len(moved))]).bool().numpy()
+    return auroc(scores, is_outlier)
 
 
 def save_exposure_grid(

@@ -164,11 +164,11 @@ def test_a_results_file_from_before_the_digest_is_read_and_extended(tmp_path):
     run = _run(tmp_path)
     _rewrite(
         run.run_dir,
-        # a file written before the digest (and the later backbone) column existed
+        # a file written before the digest (and the later backbone and warnings) columns existed
         lambda r: (
             None
             if r["attack"] == "pgd"
-            else {k: v for k, v in r.items() if k not in ("detector_digest", "backbone")}
+            else {k: v for k, v in r.items() if k not in ("detector_digest", "backbone", "warnings")}
         ),
     )
     header = (run.run_dir / "results.csv").read_text().splitlines()[0].split(",")

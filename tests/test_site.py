@@ -685,3 +685,24 @@ def test_backbone_column_marks_stand_in_rows_beside_published_numbers(tmp_path):
     assert "stand-in backbone" not in oe_row
     breakdown = html.split('class="sortable breakdown"')[1].split("</table>")[0]
     assert breakdown.count("stand-in backbone") == 1  # the rodeo cell only
+
+
+def test_validity_checks_show_as_marks_a_per_cell_table_and_a_method_summary(tmp_path):
+    """Issue 29: a tripped check marks its leaderboard cell (the title holds check, value and threshold),
+    the page lists every check of every unit, and the method page counts the tripped ones."""
+    from bench.checks import check_rows, replace_unit_checks, saturation
+
+    line = "atom c1 seed 0 pgd: check " + saturation(0.42).describe()
+    run = make_run(tmp_path / "r1", atom_rows(), warnings=[line])
+    for cell in ("c0", "c1"):
+        share = 0.42 if cell == "c1" else 0.01
+        replace_unit_checks(
+            run, ("atom", cell, 0, "pgd"), check_rows("r1", ("atom", cell, 0, "pgd"), [saturation(share)])
+        )
+    out = tmp_path / "site"
+    site.build_site([run], out, published_dir=tmp_path / "none")
+    page = read(out, "nd-toy.html")
+    assert "check saturation 0.42 (trips above 0.05)" in page  # the mark's title and the warnings list
+    assert 'id="checks"' in page and "1 of 2 tripped" in page
+    method = read(out, "method-atom.html")
+    assert "saturation" in method and 'class="warn"' in method

@@ -16,7 +16,7 @@ from bench.store import COLUMNS, LEGACY_COLUMNS
 
 # Columns a results file may lack (written before them): read as empty. ``backbone`` names the backbone a
 # method ran on; one starting with "embedded" is the harness's small stand-in for the paper's model.
-OPTIONAL_COLUMNS = ("backbone",)
+OPTIONAL_COLUMNS = ("backbone", "warnings")
 STAND_IN_PREFIX = "embedded"
 STAND_IN_NOTE = "stand-in backbone: not the paper's method"
 

@@ -18,6 +18,7 @@ STUDIES = {  # name -> (module, what it measures)
     "exposure-sharpness": ("exposure_sharpness", "sharpness of RODEO's exposure against the inliers"),
     "paper-smoke": ("paper_smoke", "paper-profile per-step costs on a GPU beside the dry run's estimate"),
     "frozen-spread": ("frozen_spread", "how far frozen detectors' rows move on another math code path"),
+    "grid-checks": ("grid_checks", "which validity checks trip on finished runs, from their folders"),
     "resume": ("resume", "resume a reference grid at the code in results/reference/GRID_CODE"),
     "commit-finished": ("commit_finished", "commit the reference grids' finished groups and their tables"),
 }

@@ -64,7 +64,7 @@ from bench.execute import load_or_fit
 from bench.metrics import auroc
 from bench.registry import ATTACKS, DATASETS, METHODS, PROTOCOLS
 
-OUTLIER_KINDS = ("oe", "other-classes")
+OUTLIER_KINDS = ("oe", "other-classes")  # plus RODEO's "shortcut-probe" rows (probe_row)
 HELD_OUT_OE_SEED = 1_000_000  # the validation OE draw's seed is this + the run seed (pools use the seed)
 DEFAULT_ATTACKS = ("clean", "pgd")
 UNCAPPED_OUTLIERS = 1000
@@ -264,6 +264,8 @@ def run_validation(spec: ValidationSpec, cache: DetectorCache | None = None, log
                 detector, reason = None, str(error)
             if log is not None:
                 log(f"{spec.method} {cell.cell_id} seed {seed}: fit {time.perf_counter() - started:.1f} s")
+            if detector is not None and hasattr(method, "validity_checks"):
+                rows.append({**shared, **probe_row(method, detector, split, seed, cell.cell_id)})
             for evalset in split.evalsets:
                 for attack_name in spec.attacks:
                     row = {
@@ -286,6 +288,26 @@ def run_validation(spec: ValidationSpec, cache: DetectorCache | None = None, log
                     value = auroc(detector.score(x_adv).numpy(), evalset.is_outlier.numpy())
                     rows.append({**row, "auroc": value, "status": "ok", "reason": ""})
     return rows + mean_rows(rows)
+
+
+def probe_row(method: Method, detector, split: ValidationSplit, seed: int, cell_id: str) -> dict:
+    """RODEO's shortcut probe on the validation inliers (held-out training inliers): AUROC of the detector
+    on them against their generator round trip (``outliers=shortcut-probe``; 0.5 is healthy, near 1 a
+    detector that learned the generator's artifacts). Uses no outlier data."""
+    inliers = split.evalsets[0].images[~split.evalsets[0].is_outlier]
+    found = method.validity_checks(detector, split.fit_task, inliers, None)
+    return {
+        "seed": seed,
+        "cell": cell_id,
+        "outliers": "shortcut-probe",
+        "attack": "clean",
+        "n_train": len(split.fit_task.images),
+        "n_val_in": len(inliers),
+        "n_val_out": len(inliers),
+        "auroc": found["shortcut"],
+        "status": "ok",
+        "reason": "",
+    }
 
 
 def mean_rows(rows: list[dict]) -> list[dict]:
