@@ -75,12 +75,7 @@ def check_digests(directory: Path) -> None:
     path = directory / DIGESTS
     if not path.exists():
         raise CorruptEntry(f"no {DIGESTS}: an entry without digests is not trusted")
-    try:
-        expected = json.loads(path.read_text())
-    except ValueError as error:
-        raise CorruptEntry(f"unreadable {DIGESTS}: {error}") from None
-    if not isinstance(expected, dict):
-        raise CorruptEntry(f"{DIGESTS} is not a JSON object")
+    expected = read_json(path)
     actual = file_digests(directory)
     for name in sorted(set(expected) | set(actual)):
         if name not in actual:
