@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.compare import KEY
-from bench.determinism import PINNED_NUMERICS
+from bench.determinism import PINNED_NUMERICS, THREADS_VARIABLE
 from bench.errors import BadInput
 from bench.files import atomic_write_bytes
 from bench.store import AGGREGATE_SUFFIX, unit_of
@@ -342,22 +342,99 @@ def run_command(protocol: str, out_dir: Path, seeds: Sequence[int], attacks: Seq
     ]  # fmt: skip
 
 
-def pinned_environment() -> dict[str, str]:
-    return {**os.environ, **PINNED_NUMERICS}
+def pinned_environment(threads: int | None = None) -> dict[str, str]:
+    """This environment with the pinned numerics (and ``BENCH_THREADS`` when ``threads`` is given)."""
+    env = {**os.environ, **PINNED_NUMERICS}
+    if threads is not None:
+        env[THREADS_VARIABLE] = str(threads)
+    return env
 
 
-def _run_protocols(name: str, work: Path, seeds, attacks, extra, out: Path) -> dict[str, float]:
-    seconds, inputs = {}, []
-    for protocol in CI_PROTOCOLS:
-        command = run_command(protocol, work / name / protocol, seeds, attacks, extra)
-        print("$", " ".join(command[2:]), flush=True)
+@dataclass(frozen=True)
+class Job:
+    """One ``bench run`` of a CI grid: one protocol (and, in the seed grid, one seed) into ``folder``."""
+
+    grid: str  # "seeds" or "frozen"
+    protocol: str
+    seeds: tuple[int, ...]
+    folder: Path
+    extra: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.grid} {self.protocol} seed {','.join(map(str, self.seeds))}"
+
+    def command(self) -> list[str]:
+        attacks = SEED_ATTACKS if self.grid == "seeds" else ()
+        return run_command(self.protocol, self.folder, self.seeds, attacks, self.extra)
+
+
+# Longest first, so the last jobs to start are short ones: ood trains on 10 classes and attacks three
+# OOD sets; the frozen grid's ood part runs every attack on them.
+JOB_ORDER = {("seeds", "ood"): 0, ("frozen", "ood"): 1, ("seeds", "osr"): 2, ("seeds", "nd"): 3}
+
+
+def longest_first(jobs: Sequence[Job]) -> list[Job]:
+    return sorted(jobs, key=lambda j: JOB_ORDER.get((j.grid, j.protocol), len(JOB_ORDER)))
+
+
+def grid_jobs(work: Path, grid: str, extra: Sequence[str] = ()) -> list[Job]:
+    """The jobs of ``grid``: the seed grid one per (protocol, seed), the frozen grid one per protocol."""
+    if grid == "seeds":
+        jobs = [Job(grid, p, (s,), work / grid / p / f"seed{s}", tuple(extra))
+                for p in CI_PROTOCOLS for s in SEEDS]  # fmt: skip
+    else:
+        jobs = [Job(grid, p, (FROZEN_SEED,), work / grid / p, tuple(extra)) for p in CI_PROTOCOLS]
+    return longest_first(jobs)
+
+
+def default_jobs() -> int:
+    """Parallel jobs for ``bench ci run``: one per core this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def run_jobs(jobs: Sequence[Job], parallel: int) -> dict[str, float]:
+    """Run ``jobs``, ``parallel`` at a time (one intra-op thread each when more than one runs, so they do
+    not oversubscribe the cores; the results do not depend on the count). Each job's output goes to
+    ``<folder>.log``; a failed job stops the rest with its log's tail. Returns the seconds per job."""
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    threads = 1 if parallel > 1 else None
+
+    def run(job: Job) -> float:
+        job.folder.parent.mkdir(parents=True, exist_ok=True)
+        log = job.folder.with_name(job.folder.name + ".log")
         started = time.monotonic()
-        subprocess.run(command, check=True, env=pinned_environment())
-        seconds[protocol] = round(time.monotonic() - started, 1)
-        print(f"{name} {protocol}: {seconds[protocol]:.0f} s", flush=True)
-        inputs.append(work / name / protocol / "results.csv")
-    n = merge(inputs, out)
+        with log.open("w") as handle:
+            done = subprocess.run(job.command(), stdout=handle, stderr=subprocess.STDOUT,
+                                  env=pinned_environment(threads))  # fmt: skip
+        seconds = round(time.monotonic() - started, 1)
+        if done.returncode != 0:
+            tail = "".join(log.read_text().splitlines(keepends=True)[-20:])
+            raise RuntimeError(f"{job.name} failed (exit {done.returncode}); the end of {log}:\n{tail}")
+        print(f"{job.name}: {seconds:.0f} s", flush=True)
+        return seconds
+
+    for job in jobs:
+        print("$", " ".join(job.command()[2:]), flush=True)
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        futures = {pool.submit(run, job): job for job in jobs}
+        finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f for f in finished if f.exception() is not None]
+        if failed:
+            for future in futures:
+                future.cancel()
+            raise failed[0].exception()
+    return {futures[f].name: f.result() for f in futures}
+
+
+def _merge_grid(jobs: Sequence[Job], job_seconds: Mapping[str, float], out: Path) -> dict[str, float]:
+    """Merge the jobs' results into ``out``; the seconds per protocol (summed over its jobs)."""
+    n = merge([job.folder / "results.csv" for job in jobs], out)
     print(f"{out}: {n} rows", flush=True)
+    seconds: dict[str, float] = {}
+    for job in jobs:
+        seconds[job.protocol] = round(seconds.get(job.protocol, 0.0) + job_seconds[job.name], 1)
     return seconds
 
 
@@ -397,33 +474,42 @@ def unpack_detectors(npz: Path, folder: Path) -> Path:
     return folder
 
 
-def run_grids(work: Path, detectors: Path, save: bool = False) -> dict[str, dict[str, float]]:
-    """Both CI grids into ``work``: ``seeds.csv`` (SEEDS, SEED_ATTACKS, trained here) and ``frozen.csv``
-    (every attack on the frozen detectors of the npz ``detectors``; with ``save``, the seed-FROZEN_SEED
-    detectors trained here are packed into it instead, for a new baseline). Returns the seconds per grid
-    and protocol."""
+def run_grids(work: Path, detectors: Path, save: bool = False, parallel: int = 1) -> dict[str, dict]:
+    """Both CI grids into ``work``, ``parallel`` jobs at a time: ``seeds.csv`` (SEEDS, SEED_ATTACKS,
+    trained here) and ``frozen.csv`` (every attack on the frozen detectors of the npz ``detectors``; with
+    ``save``, the seed-FROZEN_SEED detectors are packed into it instead, for a new baseline: they train
+    after the seed grid, from its cache). Returns the seconds per grid and protocol (summed over the
+    protocol's jobs) and the wall seconds of both grids."""
     work = Path(work)
     folder = work / "detectors"
     if not save:
         unpack_detectors(detectors, folder)
-    seconds = {"seeds": _run_protocols("seeds", work, SEEDS, SEED_ATTACKS, (), work / SEEDS_CSV)}
     option = "--save-detectors" if save else "--frozen-detectors"
-    seconds["frozen"] = _run_protocols(
-        "frozen", work, (FROZEN_SEED,), (), (option, str(folder)), work / FROZEN_CSV
-    )
+    seeds, frozen = grid_jobs(work, "seeds"), grid_jobs(work, "frozen", (option, str(folder)))
+    started = time.monotonic()
+    if save:  # the frozen jobs reuse the seed grid's seed-0 detectors from the cache
+        job_seconds = {**run_jobs(seeds, parallel), **run_jobs(frozen, parallel)}
+    else:
+        job_seconds = run_jobs(longest_first([*seeds, *frozen]), parallel)
+    wall = round(time.monotonic() - started, 1)
+    seconds: dict[str, dict] = {
+        "seeds": _merge_grid(seeds, job_seconds, work / SEEDS_CSV),
+        "frozen": _merge_grid(frozen, job_seconds, work / FROZEN_CSV),
+        "wall": {"seconds": wall, "parallel_jobs": parallel},
+    }
     if save:
         pack_detectors(folder, detectors)
     return seconds
 
 
-def make_baseline(out: Path, work: Path) -> None:
+def make_baseline(out: Path, work: Path, parallel: int = 1) -> None:
     """Regenerate the baseline folder ``out`` (frozen.csv, seeds.csv, detectors.npz, provenance.json)."""
     import shutil
 
     out = Path(out)
     if (Path(work) / "detectors").exists():
         shutil.rmtree(Path(work) / "detectors")
-    seconds = run_grids(work, out / DETECTORS, save=True)
+    seconds = run_grids(work, out / DETECTORS, save=True, parallel=parallel)
     for name in (FROZEN_CSV, SEEDS_CSV):
         atomic_write_bytes(out / name, (Path(work) / name).read_bytes())
     write_provenance(out, seconds)

@@ -554,6 +554,15 @@ def ci_group() -> None:
     """Regression tracking against the committed baseline (results/baseline/, docs/ci.md)."""
 
 
+def _jobs_option(function):
+    return click.option(
+        "--jobs",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Grid jobs run at once, one thread each [default: one per core].",
+    )(function)
+
+
 def _baseline_option(function):
     return click.option(
         "--baseline",
@@ -567,14 +576,15 @@ def _baseline_option(function):
 @ci_group.command("run")
 @click.option("--work", type=click.Path(path_type=Path), required=True, help="Folder for the run folders.")
 @_baseline_option
-def ci_run_command(work, baseline) -> None:
+@_jobs_option
+def ci_run_command(work, baseline, jobs) -> None:
     """Run both CI grids on this machine into WORK: frozen.csv (every attack on the baseline's frozen
     detectors) and seeds.csv (every method trained with the baseline's seeds)."""
-    from bench.baseline import DETECTORS, run_grids
+    from bench.baseline import DETECTORS, default_jobs, run_grids
 
     if not (baseline / DETECTORS).is_file():
         raise BadInput(f"--baseline {str(baseline)!r} has no {DETECTORS}; accepted: a baseline folder")
-    seconds = run_grids(work, baseline / DETECTORS)
+    seconds = run_grids(work, baseline / DETECTORS, parallel=jobs or default_jobs())
     click.echo("seconds: " + json.dumps(seconds))
 
 
@@ -595,10 +605,11 @@ def ci_check_command(candidate, baseline) -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="The new baseline folder.")
 @click.option("--work", type=click.Path(path_type=Path), required=True, help="Folder for the run folders.")
 @click.option("--replace", is_flag=True, help="Overwrite the baseline files already in --out.")
-def ci_baseline_command(out, work, replace) -> None:
+@_jobs_option
+def ci_baseline_command(out, work, replace, jobs) -> None:
     """Regenerate a baseline: both grids on this machine, packing the seed-0 detectors into OUT (a folder
     that holds a baseline is refused unless --replace)."""
-    from bench.baseline import BASELINE_FILES, make_baseline
+    from bench.baseline import BASELINE_FILES, default_jobs, make_baseline
 
     present = [name for name in BASELINE_FILES if (out / name).exists()]
     if present and not replace:
@@ -606,7 +617,7 @@ def ci_baseline_command(out, work, replace) -> None:
             f"--out {str(out)!r} holds a baseline ({', '.join(present)}); accepted: a new folder, or "
             "--replace to overwrite it"
         )
-    make_baseline(out, work)
+    make_baseline(out, work, parallel=jobs or default_jobs())
     click.echo(f"baseline written to {out}")
 
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from bench.errors import BadInput
+
 DETERMINISTIC_PROFILES = frozenset({"ci"})
 # The math libraries' code paths for the deterministic profiles, set before torch is imported (the
 # libraries read them once): MKL's conditional-numerical-reproducibility AVX2 path, oneDNN's ISA cap at
@@ -27,8 +29,11 @@ DETERMINISTIC_PROFILES = frozenset({"ci"})
 # same sums in the same order (docs/ci.md "Pinned numerics" has the measurement).
 PINNED_NUMERICS = {"MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 # Intra-op threads for deterministic profiles: the CI machine's core count. Two runs of the ci grid
-# with this setting agreed exactly on a 2-core machine (docs/ci.md).
+# with this setting agreed exactly on a 2-core machine (docs/ci.md). ``BENCH_THREADS`` overrides it for a
+# process that shares the cores with others (``bench ci run``'s parallel jobs, pytest-xdist workers): 1
+# and 2 threads gave the same results on the whole ci grid (docs/ci.md "What it costs").
 THREADS = 2
+THREADS_VARIABLE = "BENCH_THREADS"
 CUBLAS_WORKSPACE = ":4096:8"
 
 
@@ -57,11 +62,21 @@ def configure(profile, device: str = "cpu") -> Settings | None:
     on_cpu = str(device).startswith("cpu")
     if not on_cpu:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(threads())
     torch.use_deterministic_algorithms(True, warn_only=not on_cpu)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
     return current()
+
+
+def threads() -> int:
+    """The intra-op thread count of a deterministic profile: ``BENCH_THREADS`` when set, else ``THREADS``."""
+    value = os.environ.get(THREADS_VARIABLE, "")
+    if not value:
+        return THREADS
+    if not value.isdigit() or int(value) < 1:
+        raise BadInput(f"{THREADS_VARIABLE}={value!r} is not a thread count; accepted: an integer >= 1")
+    return int(value)
 
 
 def current() -> Settings:

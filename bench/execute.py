@@ -369,10 +369,12 @@ def attack_sets(
             clean_scores[evalset.name] = detector.score(evalset.images).numpy()
             state.zero_gradient[evalset.name] = clean_gradient_share(detector, evalset.images)
         problem = non_finite(clean_scores[evalset.name], "clean", evalset)
-        if not problem:
-            x_adv, batch = perturb_in_batches(attack, detector, evalset, eps, batch)
-            attacked = detector.score(x_adv).numpy()
-            problem = non_finite(attacked, "attacked", evalset)
+        if problem:
+            return Attacked(results, arrays, [], problem, batch)
+    adversarial, batch = attack_all(attack, detector, evalsets, eps, batch)
+    for evalset, x_adv in zip(evalsets, adversarial, strict=True):
+        attacked = detector.score(x_adv).numpy()
+        problem = non_finite(attacked, "attacked", evalset)
         if problem:
             return Attacked(results, arrays, [], problem, batch)
         arrays[f"{evalset.name}__clean"] = clean_scores[evalset.name]
@@ -385,6 +387,53 @@ def attack_sets(
         saturated.append(validity.saturation_share(attacked))
         above.append(values["auroc"] - auroc(clean_scores[evalset.name], evalset.is_outlier.numpy()))
     return Attacked(results, arrays, unit_checks(name, attack, state, results, saturated, above), "", batch)
+
+
+def shared_inliers(evalsets: list[EvalSet]) -> int:
+    """How many leading test inliers all ``evalsets`` share (ood: the same inliers against each OOD
+    set), so that an attack perturbs them once; 0 when there is one set or they do not share them."""
+    if len(evalsets) < 2:
+        return 0
+    first = evalsets[0]
+    n = first.n_in
+    for evalset in evalsets:
+        flags = evalset.is_outlier
+        if n == 0 or len(flags) <= n or flags[:n].any() or not flags[n:].all():
+            return 0
+        if not torch.equal(evalset.images[:n], first.images[:n]):
+            return 0
+    return n
+
+
+def attack_all(
+    attack: Attack, detector: Detector, evalsets: list[EvalSet], eps: float, batch: int | None
+) -> tuple[list[torch.Tensor], int | None]:
+    """The adversarial images of each set. Sets that share their inliers (:func:`shared_inliers`) are
+    attacked as one set, the inliers once and every set's outliers; otherwise set by set."""
+    n = shared_inliers(evalsets)
+    if not n:
+        adversarial = []
+        for evalset in evalsets:
+            x_adv, batch = perturb_in_batches(attack, detector, evalset, eps, batch)
+            adversarial.append(x_adv)
+        return adversarial, batch
+    first = evalsets[0]
+    labels = None
+    if all(e.labels is not None for e in evalsets):
+        labels = torch.cat([first.labels[:n], *(e.labels[n:] for e in evalsets)])
+    union = EvalSet(
+        name="+".join(e.name for e in evalsets),
+        images=torch.cat([first.images[:n], *(e.images[n:] for e in evalsets)]),
+        is_outlier=torch.cat([first.is_outlier[:n], *(e.is_outlier[n:] for e in evalsets)]),
+        labels=labels,
+    )
+    x_union, batch = perturb_in_batches(attack, detector, union, eps, batch)
+    adversarial, start = [], n
+    for evalset in evalsets:
+        end = start + len(evalset.images) - n
+        adversarial.append(torch.cat([x_union[:n], x_union[start:end]]))
+        start = end
+    return adversarial, batch
 
 
 def unit_checks(name: str, attack: Attack, state: GroupState, results, saturated, above) -> list[Check]:

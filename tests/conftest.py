@@ -16,7 +16,12 @@ from bench.cache import DetectorCache
 from bench.plan import RunPlan, RunSpec, plan_run
 from bench.runner import Runner
 
-torch.set_num_threads(2)
+# Two threads, or one per worker when pytest-xdist runs several (`make test` runs two on 2 cores): the ci
+# profile's results do not depend on the count (bench.determinism.threads, docs/ci.md).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") != "1":
+    os.environ.setdefault("BENCH_THREADS", "1")
+THREADS = os.environ.get("BENCH_THREADS", "2")
+torch.set_num_threads(int(THREADS))
 
 
 @pytest.fixture(autouse=True)
@@ -33,8 +38,8 @@ def bench_env(cache: Path) -> dict[str, str]:
     env.update(
         BENCH_CACHE=str(cache),
         COLUMNS="200",
-        OMP_NUM_THREADS="2",
-        MKL_NUM_THREADS="2",
+        OMP_NUM_THREADS=THREADS,
+        MKL_NUM_THREADS=THREADS,
         MPLBACKEND="Agg",
     )
     return env

@@ -28,11 +28,14 @@ from bench.baseline import (
     SEED_ATTACKS,
     SEEDS,
     SEEDS_CSV,
+    Job,
     MergeError,
     ci_methods,
+    grid_jobs,
     merge,
     pack_detectors,
     run_command,
+    run_jobs,
     unpack_detectors,
 )
 from bench.cache import DetectorCache
@@ -154,7 +157,7 @@ def restore_torch_settings():
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
 
 
-def test_ci_profile_sets_the_deterministic_flags(restore_torch_settings):
+def test_ci_profile_sets_the_deterministic_flags(restore_torch_settings, monkeypatch):
     torch.use_deterministic_algorithms(False)
     torch.set_num_threads(1)
     assert determinism.configure("quick") is None
@@ -162,13 +165,21 @@ def test_ci_profile_sets_the_deterministic_flags(restore_torch_settings):
     assert not torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == 1
     settings = determinism.configure(bench.config.get_profile("ci"), "cpu")
     assert settings == determinism.Settings(
-        threads=determinism.THREADS,
+        threads=determinism.threads(),
         deterministic_algorithms=True,
         warn_only=False,
         cudnn_deterministic=True,
         cudnn_benchmark=False,
     )
-    assert torch.get_num_threads() == determinism.THREADS == 2
+    assert torch.get_num_threads() == determinism.threads()
+    monkeypatch.setenv(determinism.THREADS_VARIABLE, "3")
+    assert determinism.configure("ci").threads == 3
+    monkeypatch.delenv(determinism.THREADS_VARIABLE, raising=False)
+    assert determinism.configure("ci").threads == determinism.THREADS == 2
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv(determinism.THREADS_VARIABLE, bad)
+        with pytest.raises(BadInput, match=f"BENCH_THREADS='{bad}'.*accepted: an integer >= 1"):
+            determinism.configure("ci")
     assert torch.are_deterministic_algorithms_enabled()
 
 
@@ -382,7 +393,7 @@ def test_ci_baseline_needs_out_and_never_overwrites_a_baseline_unless_asked(tmp_
     from bench.cli import main
 
     made = []
-    monkeypatch.setattr(baseline_module, "make_baseline", lambda out, work: made.append(out))
+    monkeypatch.setattr(baseline_module, "make_baseline", lambda out, work, parallel: made.append(out))
     with pytest.raises(SystemExit) as exit_info:
         main(["ci", "baseline", "--work", str(tmp_path / "w")])
     assert exit_info.value.code == 2 and "--out" in capsys.readouterr().err
@@ -398,3 +409,38 @@ def test_ci_baseline_needs_out_and_never_overwrites_a_baseline_unless_asked(tmp_
     main(["ci", "baseline", "--out", str(committed), "--work", str(tmp_path / "w"), "--replace"])
     main(["ci", "baseline", "--out", str(tmp_path / "new"), "--work", str(tmp_path / "w")])
     assert made == [committed, tmp_path / "new"]
+
+
+def test_grid_jobs_cover_each_protocol_and_seed_once_longest_first(tmp_path):
+    seeds = grid_jobs(tmp_path, "seeds")
+    assert sorted((j.protocol, j.seeds) for j in seeds) == sorted(
+        (p, (s,)) for p in CI_PROTOCOLS for s in SEEDS
+    )
+    assert len({j.folder for j in seeds}) == len(seeds)
+    assert seeds[0].protocol == "ood"  # the longest first
+    frozen = grid_jobs(tmp_path, "frozen", ("--frozen-detectors", "D"))
+    assert [j.protocol for j in frozen][0] == "ood" and {j.protocol for j in frozen} == set(CI_PROTOCOLS)
+    assert all(j.seeds == (FROZEN_SEED,) and j.command()[-2:] == ["--frozen-detectors", "D"] for j in frozen)
+    assert "--attacks" not in frozen[0].command()
+    assert seeds[0].command()[-len(SEED_ATTACKS) - 1 :] == ["--attacks", *SEED_ATTACKS]
+
+
+class _ScriptJob(Job):
+    """A job whose command is a tiny Python script (no bench run)."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", self.extra[0]]
+
+
+def test_run_jobs_runs_in_parallel_with_one_thread_each_and_stops_on_a_failure(tmp_path, monkeypatch):
+    monkeypatch.delenv(determinism.THREADS_VARIABLE, raising=False)
+    report = "import os; print('threads', os.environ.get('BENCH_THREADS'), os.environ['MKL_CBWR'])"
+    jobs = [_ScriptJob("seeds", "nd", (s,), tmp_path / f"j{s}", (report,)) for s in range(3)]
+    seconds = run_jobs(jobs, parallel=2)
+    assert set(seconds) == {j.name for j in jobs}
+    assert all((tmp_path / f"j{s}.log").read_text() == "threads 1 AVX2,STRICT\n" for s in range(3))
+    run_jobs(jobs[:1], parallel=1)  # alone, a job keeps the deterministic profile's own thread count
+    assert (tmp_path / "j0.log").read_text() == "threads None AVX2,STRICT\n"
+    failing = _ScriptJob("frozen", "osr", (0,), tmp_path / "bad", ("print('boom'); raise SystemExit(3)",))
+    with pytest.raises(RuntimeError, match=r"frozen osr seed 0 failed \(exit 3\)(.|\n)*boom"):
+        run_jobs([failing, *jobs], parallel=2)

@@ -2,7 +2,7 @@
 and a clear exit 2 when ray is not installed.
 
 The Ray tests start one local Ray instance of 2 CPUs (no dashboard) for the module and run a tiny grid:
-digits, osr (2 splits in the ci profile), oe, clean and pgd: 2 unit groups, 4 units.
+digits, nd on two classes (ci profile), oe, clean and pgd: 2 unit groups, 4 units.
 """
 
 from __future__ import annotations
@@ -27,7 +27,14 @@ from bench.store import ResultStore
 from .conftest import read_rows
 
 TIMING = ("fit_seconds", "attack_seconds", "timestamp", "run_id")
-GRID = dict(methods=["oe"], protocol="osr", profile="ci", attacks=["clean", "pgd"], device="cpu")
+GRID = dict(
+    methods=["oe"],
+    protocol="nd",
+    cells=["class0", "class1"],
+    profile="ci",
+    attacks=["clean", "pgd"],
+    device="cpu",
+)
 
 
 def _comparable(rows: list[dict[str, str]]) -> list[tuple]:
@@ -108,7 +115,7 @@ def test_local_and_ray_give_the_same_rows(tmp_path, ray_local):
     ray_seconds = time.perf_counter() - started
     print(f"\nlocal {local_seconds:.1f} s, ray (2 CPUs, warm instance) {ray_seconds:.1f} s")
     local_rows, ray_rows = read_rows(tmp_path / "local"), read_rows(tmp_path / "ray")
-    assert len(local_rows) == len(ray_rows) == 2 * 2 * 5  # splits x attacks x metrics
+    assert len(local_rows) == len(ray_rows) == 2 * 2 * 4  # cells x attacks x metrics (no id_acc on nd)
     assert {r["status"] for r in ray_rows} == {"ok"} and {r["device"] for r in ray_rows} == {"cpu"}
     assert _comparable(local_rows) == _comparable(ray_rows)
     assert manifest["invocations"][-1]["executor"] == "ray"
@@ -129,7 +136,7 @@ def test_ray_resumes_a_run_of_either_executor(tmp_path, ray_local):
     _run_local(plan_run(spec), tmp_path / "cache")
     store = ResultStore(tmp_path / "run")
     complete = read_rows(tmp_path / "run")
-    lost = {("oe", "split1", 0, "pgd"), ("oe", "split0", 0, "clean")}  # as if killed before these
+    lost = {("oe", "class1", 0, "pgd"), ("oe", "class0", 0, "clean")}  # as if killed before these
     for unit in lost:
         store.replace_unit_rows(unit, [])
     plan = plan_run(replace(spec, executor="ray"))

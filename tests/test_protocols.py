@@ -279,3 +279,39 @@ def test_max_train_per_class_caps_each_class_with_a_sample_fixed_across_seeds(na
     uncapped = dataclasses.replace(get_profile("ci"), max_train_per_class=10_000)
     full = next(iter(protocol.cells(dataset, get_profile("ci"), 0)))
     assert torch.equal(next(iter(protocol.cells(dataset, uncapped, 0))).task.images, full.task.images)
+
+
+class _RecordingAttack:
+    """Moves every image by +0.01 (inliers) or -0.01 (outliers) and records each call's size."""
+
+    def __init__(self):
+        self.calls = []
+
+    def perturb(self, detector, images, is_outlier, eps):
+        self.calls.append(len(images))
+        step = torch.where(is_outlier, -0.01, 0.01).view(-1, 1, 1, 1)
+        return images + step + 1e-6 * torch.randn(images.shape)  # a fresh draw per call
+
+
+def test_ood_sets_share_their_inliers_and_an_attack_perturbs_them_once(ood_cells, nd_cells):
+    from bench.execute import attack_all, shared_inliers
+
+    evalsets = ood_cells[0].evalsets
+    n = shared_inliers(evalsets)
+    assert len(evalsets) == 3 and n == evalsets[0].n_in > 0
+    attack = _RecordingAttack()
+    adversarial, _ = attack_all(attack, None, evalsets, 0.1, None)
+    assert attack.calls == [n + sum(e.n_out for e in evalsets)]  # one call: the inliers once
+    for evalset, x_adv in zip(evalsets, adversarial, strict=True):
+        assert x_adv.shape == evalset.images.shape
+        assert torch.equal(x_adv[:n], adversarial[0][:n])  # the same attacked inliers in every set
+        moved = (x_adv - evalset.images).mean(dim=(1, 2, 3))
+        assert torch.allclose(moved, torch.where(evalset.is_outlier, -0.01, 0.01), atol=1e-4)
+    # one set (nd), or sets whose inliers differ, are attacked set by set
+    assert shared_inliers(nd_cells[0].evalsets) == 0
+    other = dataclasses.replace(evalsets[1], images=evalsets[1].images.clone())
+    other.images[0] += 0.5
+    assert shared_inliers([evalsets[0], other]) == 0
+    attack = _RecordingAttack()
+    attack_all(attack, None, [evalsets[0], other], 0.1, None)
+    assert attack.calls == [len(evalsets[0].images), len(other.images)]

@@ -297,13 +297,16 @@ def _kill_midway(
     return rows
 
 
+CELLS = ("class0", "class1", "class2")  # enough units to be killed between two of them
+
+
 def test_kill_9_then_resume_keeps_finished_rows_and_completes(tmp_path):
     env = bench_env(tmp_path / "cache")
     for seeds in (["0"], ["0", "1"], ["0", "1", "2"]):
         run_dir = tmp_path / f"run-{len(seeds)}"
         args = ["run", "--methods", "oe", "--protocol", "nd", "--profile", "ci", "--attacks", "clean", "pgd"]
-        args += ["--seeds", *seeds, "--out", str(run_dir)]
-        total = 10 * 2 * len(seeds)  # cells x attacks x seeds
+        args += ["--cells", *CELLS, "--seeds", *seeds, "--out", str(run_dir)]
+        total = len(CELLS) * 2 * len(seeds)  # cells x attacks x seeds
         finished = _kill_midway(args, tmp_path, env, run_dir, total)
         if finished is not None:
             break
@@ -326,7 +329,7 @@ def test_kill_9_then_resume_keeps_finished_rows_and_completes(tmp_path):
     # each unit exactly once per metric, and all of them
     counts = Counter(tuple(r[k] for k in KEY) for r in rows)
     assert set(counts.values()) == {1}
-    expected_units = {("oe", f"class{c}", s, a) for c in range(10) for s in seeds for a in ("clean", "pgd")}
+    expected_units = {("oe", c, s, a) for c in CELLS for s in seeds for a in ("clean", "pgd")}
     assert _units(rows) == expected_units
     for unit in expected_units:
         metrics = {r["metric"] for r in rows if _units([r]) == {unit}}
