@@ -73,15 +73,6 @@ def lr_scheduler(optimizer: torch.optim.Optimizer, profile, total_steps: int):
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
 
 
-def training_epochs(profile, steps_per_epoch: int) -> int:
-    """The profile's epochs, more for a tiny training set (``min_steps``), fewer for a large one
-    (``max_steps``, whole epochs, at least one)."""
-    epochs = max(profile.epochs, math.ceil(profile.min_steps / steps_per_epoch))
-    if profile.max_steps is not None:
-        epochs = min(epochs, max(1, profile.max_steps // steps_per_epoch))
-    return epochs
-
-
 def train_network(
     network: nn.Module,
     task: TrainTask,
@@ -108,7 +99,7 @@ def train_network(
         raise ValueError("this method needs an auxiliary outlier source (task.oe is None)")
 
     steps_per_epoch = max(1, math.ceil(len(images) / profile.batch_size))
-    epochs = training_epochs(profile, steps_per_epoch)
+    epochs = max(profile.epochs, math.ceil(profile.min_steps / steps_per_epoch))
     total_steps = steps_per_epoch * epochs
     if optimizer_factory is not None:
         optimizer = optimizer_factory(network.parameters())

@@ -96,21 +96,3 @@ def test_the_training_loop_uses_the_profiles_optimizer_and_schedule(monkeypatch)
     assert isinstance(optimizer, torch.optim.Adam)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine, annealed to 0
     assert summary["steps"] >= 4
-
-
-@pytest.mark.parametrize(
-    "steps_per_epoch, epochs",
-    [(2, 40), (12, 20), (20, 12), (64, 3), (500, 1)],  # nd, osr and ood on digits; a cap below one epoch
-)
-def test_ci_training_steps_are_held_between_min_steps_and_max_steps(steps_per_epoch, epochs):
-    assert training.training_epochs(CI, steps_per_epoch) == epochs
-    assert training.training_epochs(replace(CI, max_steps=None), 20) == CI.epochs == 20
-
-
-def test_max_steps_is_validated_and_only_its_presence_changes_a_fingerprint():
-    with pytest.raises(BadInput, match="max_steps 0; accepted: None or an integer >= 1"):
-        replace(CI, max_steps=0)
-    paper = get_profile("paper")
-    assert paper.max_steps is None and replace(paper, max_steps=5).training_fingerprint() != (
-        paper.training_fingerprint()
-    )
