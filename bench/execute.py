@@ -55,6 +55,7 @@ class UnitResult:
     warnings: list[str] = field(default_factory=list)  # lines for manifest.json "warnings"
     artifacts: dict[str, bytes] = field(default_factory=dict)  # the group's artifacts (first unit only)
     checks: list[Check] = field(default_factory=list)  # validity checks of the unit (bench.checks)
+    check_seconds: float = 0.0  # wall seconds this unit spent on its checks (manifest "check_seconds")
     attack_batch: int | None = None  # attack batch size after halving on out-of-memory; None: whole sets
     redone: bool = False  # a finished unit recomputed because its rows came from another detector
 
@@ -119,7 +120,9 @@ def _execute(
         log(mixed)
     state = GroupState()
     if detector is not None:
+        started = time.perf_counter()
         state.method_checks = method_checks(plan, group.method, cell, detector, cache, log)
+        state.check_seconds += time.perf_counter() - started
     batch: int | None = None
     for index, unit in enumerate(units):
         extra = {"artifacts": artifacts, "warnings": list(cache_warnings)} if index == 0 else {}
@@ -143,6 +146,14 @@ class GroupState:
     zero_gradient: dict[str, float] = field(default_factory=dict)
     aurocs: dict[str, float] = field(default_factory=dict)
     method_checks: list[Check] = field(default_factory=list)
+    check_seconds: float = 0.0  # spent on the checks so far
+    reported_seconds: float = 0.0  # of which already handed to a unit's result
+
+    def take_check_seconds(self) -> float:
+        """The check seconds spent since the last call (the first unit carries the group's own)."""
+        seconds = self.check_seconds - self.reported_seconds
+        self.reported_seconds = self.check_seconds
+        return seconds
 
 
 def method_checks(
@@ -335,6 +346,7 @@ def attack_unit(
     for r in rows:
         r["warnings"] = validity.tripped_names(done.checks)
     result = UnitResult(unit, rows, done.arrays, warnings, attack_batch=done.batch, checks=done.checks)
+    result.check_seconds = state.take_check_seconds()
     return result, done.batch
 
 
@@ -367,7 +379,9 @@ def attack_sets(
     for evalset in evalsets:
         if evalset.name not in clean_scores:
             clean_scores[evalset.name] = detector.score(evalset.images).numpy()
+            started = time.perf_counter()
             state.zero_gradient[evalset.name] = clean_gradient_share(detector, evalset.images)
+            state.check_seconds += time.perf_counter() - started
         problem = non_finite(clean_scores[evalset.name], "clean", evalset)
         if problem:
             return Attacked(results, arrays, [], problem, batch)
@@ -384,9 +398,14 @@ def attack_sets(
         if detector.classifies and evalset.labels is not None:
             values["id_acc"] = id_accuracy(detector, x_adv, evalset)
         results.append((evalset, values))
+        started = time.perf_counter()
         saturated.append(validity.saturation_share(attacked))
         above.append(values["auroc"] - auroc(clean_scores[evalset.name], evalset.is_outlier.numpy()))
-    return Attacked(results, arrays, unit_checks(name, attack, state, results, saturated, above), "", batch)
+        state.check_seconds += time.perf_counter() - started
+    started = time.perf_counter()
+    checks = unit_checks(name, attack, state, results, saturated, above)
+    state.check_seconds += time.perf_counter() - started
+    return Attacked(results, arrays, checks, "", batch)
 
 
 def shared_inliers(evalsets: list[EvalSet]) -> int:

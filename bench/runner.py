@@ -15,6 +15,7 @@ the same command resumes a killed run and redoes nothing that finished.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -65,9 +66,12 @@ class Runner:
                 self.progress("", 0, len(pending))
             groups = group_units(pending, self.store.detector_digests())
             redone = 0  # finished units recomputed with their group (another detector: bench.execute)
+            last = time.perf_counter()
             for completed, result in enumerate(
                 self.executor.run(self.plan, groups, self.cache, self.log), start=1
             ):
+                unit_seconds, last = time.perf_counter() - last, time.perf_counter()
+                self._time_checks(result, unit_seconds)
                 self._store(result)
                 redone += result.redone
                 if self.progress:
@@ -80,6 +84,15 @@ class Runner:
             self.manifest["invocations"][-1]["units_redone"] = redone
             self._write_manifest()
         return self.manifest
+
+    def _time_checks(self, result: UnitResult, unit_seconds: float) -> None:
+        """Add the unit's wall seconds (since the previous result: its group's fit for the first unit)
+        and the seconds its validity checks took to the invocation's per-method totals."""
+        invocation = self.manifest["invocations"][-1]
+        method = result.unit.method
+        for key, seconds in (("unit_seconds", unit_seconds), ("check_seconds", result.check_seconds)):
+            totals = invocation.setdefault(key, {})
+            totals[method] = round(totals.get(method, 0.0) + seconds, 3)
 
     def _store(self, result: UnitResult) -> None:
         """Write one unit (scores, artifacts, rows) and note its warnings and attack batch."""

@@ -94,3 +94,14 @@ def ood_run(tmp_path_factory) -> FinishedRun:
         protocol="ood",
         attacks=["clean", "pgd"],
     )
+
+
+REAL_RUN_FIXTURES = {"nd_run", "ood_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``--dist loadgroup``) the tests that read the session's real runs share one
+    worker, so each run is computed once, not once per worker."""
+    for item in items:
+        if REAL_RUN_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("real_runs"))

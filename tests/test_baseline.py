@@ -17,21 +17,25 @@ import bench.config
 import bench.runner
 from bench import determinism
 from bench.baseline import (
-    CI_CELLS,
     CI_PROTOCOLS,
     CI_SKIP_METHODS,
     DEFAULT_BASELINE,
     DETECTORS,
+    FROZEN_CELLS,
     FROZEN_CSV,
     FROZEN_SEED,
     PROVENANCE,
     SEED_ATTACKS,
+    SEED_CELLS,
+    SEED_PROTOCOLS,
     SEEDS,
     SEEDS_CSV,
     Job,
     MergeError,
     ci_methods,
+    grid_cells,
     grid_jobs,
+    grid_protocols,
     merge,
     pack_detectors,
     run_command,
@@ -141,7 +145,7 @@ def test_the_ci_part_keeps_the_ci_cells_of_a_protocol_and_every_cell_of_the_othe
     }
     nd = {"nd": ("class1",)}
     assert merge(fixture_csvs, out, protocols=["nd", "ood"], skip_methods=["atom"], cells=nd) == 2
-    known = {c for protocol, cells in CI_CELLS.items() for c in cells if protocol == "nd"}
+    known = set(SEED_CELLS["nd"])
     assert known and known < {f"class{c}" for c in range(10)}
 
 
@@ -220,16 +224,19 @@ def test_grid_commands_are_the_ci_profile_on_the_ci_cells(tmp_path):
     assert "--profile ci" in text and "--protocol nd" in text and "--dataset digits" in text
     assert seeds[seeds.index("--methods") + 1 : seeds.index("--protocol")] == ci_methods()
     assert seeds[seeds.index("--seeds") + 1 : seeds.index("--cells")] == [str(s) for s in SEEDS]
-    assert seeds[seeds.index("--cells") + 1 : seeds.index("--attacks")] == list(CI_CELLS["nd"])
+    assert seeds[seeds.index("--cells") + 1 : seeds.index("--attacks")] == list(SEED_CELLS["nd"])
     assert set(CI_SKIP_METHODS) < set(METHODS.names())  # a renamed method must not silently leave CI
-    frozen = run_command("ood", tmp_path / "ood", (FROZEN_SEED,), (), ("--frozen-detectors", "D"))
+    frozen = run_command("ood", tmp_path / "ood", (FROZEN_SEED,), (), ("--frozen-detectors", "D"), "frozen")
     assert "--attacks" not in frozen and "--cells" not in frozen  # every attack, every ood cell
     assert frozen[-2:] == ["--frozen-detectors", "D"]
+    frozen_nd = run_command("nd", tmp_path / "nd", (FROZEN_SEED,), (), (), "frozen")
+    assert frozen_nd[frozen_nd.index("--cells") + 1 :] == list(FROZEN_CELLS["nd"])
+    assert "osr" not in SEED_PROTOCOLS and set(SEED_PROTOCOLS) < set(CI_PROTOCOLS)
 
 
-def _expected(protocol: str, seeds, attacks) -> set[tuple]:
+def _expected(protocol: str, seeds, attacks, grid: str) -> set[tuple]:
     spec = RunSpec(methods=ci_methods(), protocol=protocol, profile="ci", device="cpu", seeds=list(seeds),
-                   attacks=list(attacks) or None, cells=list(CI_CELLS.get(protocol, ())) or None)  # fmt: skip
+                   attacks=list(attacks) or None, cells=list(grid_cells(grid, protocol)) or None)  # fmt: skip
     plan = plan_run(spec)
     return {
         (u.method, protocol, u.cell, u.seed, u.attack)
@@ -238,16 +245,17 @@ def _expected(protocol: str, seeds, attacks) -> set[tuple]:
 
 
 @pytest.mark.parametrize(
-    "name, seeds, attacks", [(FROZEN_CSV, (FROZEN_SEED,), ()), (SEEDS_CSV, SEEDS, SEED_ATTACKS)]
+    "name, grid, seeds, attacks",
+    [(FROZEN_CSV, "frozen", (FROZEN_SEED,), ()), (SEEDS_CSV, "seeds", SEEDS, SEED_ATTACKS)],
 )
-def test_committed_baseline_covers_its_grid(name, seeds, attacks):
+def test_committed_baseline_covers_its_grid(name, grid, seeds, attacks):
     """frozen.csv: every CI method x every registered attack on the frozen detectors; seeds.csv: SEEDS x
     SEED_ATTACKS. A new method or attack needs a new baseline (bench ci baseline, docs/ci.md)."""
     header, rows = _read(REPO / DEFAULT_BASELINE / name)
     assert header in (COLUMNS, PRE_WARNINGS_COLUMNS)  # the committed baseline predates ``warnings``
     assert {r["profile"] for r in rows} == {"ci"} and {r["dataset"] for r in rows} == {"digits"}
     found = {(r["method"], r["protocol"], unit_of(r["cell"]), int(r["seed"]), r["attack"]) for r in rows}
-    expected = set().union(*(_expected(p, seeds, attacks) for p in CI_PROTOCOLS))
+    expected = set().union(*(_expected(p, seeds, attacks, grid) for p in grid_protocols(grid)))
     if not attacks:
         assert {u[4] for u in expected} == set(ATTACKS.names())
     assert found == expected, (
@@ -414,7 +422,7 @@ def test_ci_baseline_needs_out_and_never_overwrites_a_baseline_unless_asked(tmp_
 def test_grid_jobs_cover_each_protocol_and_seed_once_longest_first(tmp_path):
     seeds = grid_jobs(tmp_path, "seeds")
     assert sorted((j.protocol, j.seeds) for j in seeds) == sorted(
-        (p, (s,)) for p in CI_PROTOCOLS for s in SEEDS
+        (p, (s,)) for p in SEED_PROTOCOLS for s in SEEDS
     )
     assert len({j.folder for j in seeds}) == len(seeds)
     assert seeds[0].protocol == "ood"  # the longest first

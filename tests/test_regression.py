@@ -111,8 +111,8 @@ def clean_tolerances() -> dict[tuple[str, str], float]:
 
 
 # Where CI's seed check can see a 0.03 drop of a method's mean: every (method, protocol) whose clean
-# tolerance is below 0.03 (docs/ci.md has the table). Every method on nd and five on ood; on osr (one split)
-# and for the rest of ood the three seeds spread too far (docs/ci.md, "Seeds").
+# tolerance is below 0.03 (docs/ci.md has the table). Every method on nd and five on ood; for the rest of
+# ood the three seeds spread too far, and osr is not in the seed grid (docs/ci.md, "Seeds").
 SHARP = sorted(unit for unit, tolerance in clean_tolerances().items() if tolerance < 0.03)
 
 

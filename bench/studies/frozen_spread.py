@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     for protocol in CI_PROTOCOLS:
         out = args.work / protocol
         extra = ("--frozen-detectors", str(folder))
-        subprocess.run(run_command(protocol, out, (FROZEN_SEED,), (), extra), check=True, env=env)
+        command = run_command(protocol, out, (FROZEN_SEED,), (), extra, grid="frozen")
+        subprocess.run(command, check=True, env=env)
         inputs.append(out / "results.csv")
     merge(inputs, args.work / FROZEN_CSV)
     table, largest = spread(args.baseline / FROZEN_CSV, args.work / FROZEN_CSV)
