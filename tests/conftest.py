@@ -94,16 +94,3 @@ def ood_run(tmp_path_factory) -> FinishedRun:
         protocol="ood",
         attacks=["clean", "pgd"],
     )
-
-
-REAL_RUN_FIXTURES = {"nd_run", "ood_run"}
-
-
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``--dist loadgroup``) a test file's tests share one worker, so a module fixture
-    (the CLI's subprocesses, a trained detector) is built once, not once per worker; the tests that read
-    the session's real runs share one worker too, so each run is computed once."""
-    for item in items:
-        uses_real_runs = REAL_RUN_FIXTURES & set(getattr(item, "fixturenames", ()))
-        group = "real_runs" if uses_real_runs else item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(group))
