@@ -214,18 +214,6 @@ def test_compare_reports_a_newly_tripped_check_as_a_change_not_a_failure(tmp_pat
     assert compare(write("same.csv", "saturation"), write("again.csv", "saturation")).new_warnings == []
 
 
-def test_the_manifest_times_the_checks_beside_the_units(nd_run):
-    """Each invocation records, per method, the wall seconds of its units and the part its checks took
-    (the check overhead, issue 29); msp is not applicable on nd, so it runs no check."""
-    import json
-
-    for manifest in (nd_run.manifest, json.loads((nd_run.run_dir / "manifest.json").read_text())):
-        invocation = manifest["invocations"][-1]
-        assert set(invocation["unit_seconds"]) == set(invocation["check_seconds"]) == {"msp", "oe"}
-        assert 0 < invocation["check_seconds"]["oe"] < invocation["unit_seconds"]["oe"]
-        assert invocation["check_seconds"]["msp"] == 0
-
-
 def test_a_group_hands_its_check_seconds_to_its_units_once():
     state = GroupState()
     state.check_seconds = 2.5
